@@ -1,0 +1,70 @@
+# kubeshard: make help lists the targets.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath .)
+BIN := $(ROOT)/bin
+K8S_BINS := $(BIN)/k8s
+export KUBEBUILDER_ASSETS ?= $(K8S_BINS)
+
+# Pinned tool versions. Tools are installed into bin/ with their version in
+# the file name, so changing a version here installs the new one.
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+
+IMG ?= kubeshard/largedata-operator:dev
+GO_TEST_FLAGS ?= -count=1 -timeout 30m
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+		/^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code, CRDs, RBAC and webhook configuration.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+	$(CONTROLLER_GEN) crd rbac:roleName=kubeshard-operator webhook paths=./... \
+		output:crd:artifacts:config=deploy/base/crd \
+		output:rbac:artifacts:config=deploy/base/rbac \
+		output:webhook:artifacts:config=deploy/base/webhook
+
+.PHONY: verify
+verify: ## Fail if generated files are stale, code is not gofmt'ed, go vet complains or go.mod is untidy.
+	@hack/verify.sh
+
+.PHONY: build
+build: ## Build the operator and the load test into bin/.
+	go build -o $(BIN)/largedata-operator ./cmd/largedata-operator
+
+.PHONY: test
+test: k8s-bins ## Run every test: unit, integration (envtest on a real API server) and the short end-to-end set.
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: ## Run the benchmarks and print their tables (see BENCHMARKS.md).
+	go run ./test/bench/ringbench
+	go test -run '^$$' -bench . -benchmem ./pkg/...
+
+.PHONY: demo
+demo: k8s-bins ## Start a local control plane with the CRDs installed, and show how to reach it (Ctrl-C stops it).
+	go run ./hack/demo
+
+.PHONY: docker-build
+docker-build: ## Build the operator image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Tools
+
+.PHONY: k8s-bins
+k8s-bins: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into bin/k8s (first time about 10 minutes).
+	@hack/k8s-bins.sh
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(BIN)/controller-gen $@

@@ -1,0 +1,17 @@
+package v1alpha1
+
+const (
+	// LabelSlot holds the slot of a sharded object (and of its children), as a
+	// decimal number in [0, spec.slots). It is written once, at creation, and
+	// never changes: an object's slot is a function of its namespace and name.
+	// Members watch their slots through a server-side selector on this label.
+	LabelSlot = "sharding.kubeshard.dev/slot"
+
+	// LabelRing names the ShardRing that a member Lease belongs to.
+	LabelRing = "sharding.kubeshard.dev/ring"
+
+	// AnnotationServing, on a member's Lease, lists the slots the member serves
+	// right now as a compact range list such as "0-17,40-63". The coordinator
+	// completes a handover only after the old owner has dropped the slot here.
+	AnnotationServing = "sharding.kubeshard.dev/serving"
+)

@@ -1,0 +1,113 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+)
+
+// Options configure a test control plane.
+type Options struct {
+	// WebhookPaths are folders of webhook configuration manifests to install,
+	// served by a webhook server the test starts (see envtest's
+	// WebhookInstallOptions). Default: none.
+	WebhookPaths []string
+}
+
+// Environment is a running control plane.
+type Environment struct {
+	// Config reaches the API server as a cluster administrator.
+	Config *rest.Config
+	// Client is a direct (uncached) client with Scheme.
+	Client client.Client
+	// Scheme knows the client-go types and the project's APIs.
+	Scheme *runtime.Scheme
+	// Env is the underlying envtest environment.
+	Env *envtest.Environment
+}
+
+// NewScheme returns a scheme with the client-go types and the project's APIs.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(s))
+	utilruntime.Must(datav1alpha1.AddToScheme(s))
+	return s
+}
+
+// Start starts etcd and kube-apiserver and installs the project's CRDs.
+// Call Stop when done, also when a test fails.
+func Start(opts Options) (*Environment, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(root, "bin", "k8s")
+	}
+	for _, bin := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
+			return nil, fmt.Errorf("control-plane binary %s not found in %s (run `make k8s-bins`): %w", bin, assets, err)
+		}
+	}
+
+	scheme := NewScheme()
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join(root, "deploy", "base", "crd")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: opts.WebhookPaths},
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	// The default rate limit of 5 QPS would make tests that create many
+	// objects measure the client, not the system.
+	cfg.QPS, cfg.Burst = 1000, 2000
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("creating a client: %w", err), env.Stop())
+	}
+	return &Environment{Config: cfg, Client: c, Scheme: scheme, Env: env}, nil
+}
+
+// Stop stops the control plane and removes its data.
+func (e *Environment) Stop() error {
+	if err := e.Env.Stop(); err != nil {
+		return fmt.Errorf("stopping the control plane: %w", err)
+	}
+	return nil
+}
+
+// ModuleRoot returns the folder of the project's go.mod, found by walking up
+// from the working directory (a test runs in its package's folder).
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the module root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("finding the module root: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
