@@ -14,4 +14,10 @@ const (
 	// right now as a compact range list such as "0-17,40-63". The coordinator
 	// completes a handover only after the old owner has dropped the slot here.
 	AnnotationServing = "sharding.kubeshard.dev/serving"
+
+	// AnnotationEpoch, on a member's Lease, is the newest ShardRing status
+	// epoch the member had seen when it published AnnotationServing. The
+	// coordinator trusts a serving list only for moves that the member had
+	// already seen.
+	AnnotationEpoch = "sharding.kubeshard.dev/epoch"
 )

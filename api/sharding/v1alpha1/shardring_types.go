@@ -123,10 +123,15 @@ type MemberStatus struct {
 }
 
 // SlotMove is a pending handover of slots from one member to another. The
-// slots stay with From until From no longer serves them; then they go to To.
+// slots stay with From until From has acknowledged the move (published an
+// epoch at least Epoch) and no longer serves them; then they go to To.
 type SlotMove struct {
 	// Slots are the moving slots, as a range list.
 	Slots string `json:"slots"`
+	// Epoch is the status epoch that started the move. From's acknowledgement
+	// must be at least this recent: an older "serving" list may predate a
+	// gain of the slot that From has not published yet.
+	Epoch int64 `json:"epoch"`
 	// From is the member handing the slots over; empty when they had no
 	// live owner.
 	// +optional
