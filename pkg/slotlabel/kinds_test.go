@@ -1,0 +1,244 @@
+package slotlabel_test
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/ring"
+	"github.com/kubeshard/kubeshard/pkg/slotlabel"
+)
+
+var (
+	largeData  = schema.GroupVersionKind{Group: "data.kubeshard.dev", Version: "v1alpha1", Kind: "LargeData"}
+	cluster    = schema.GroupVersionKind{Group: "data.kubeshard.dev", Version: "v1alpha1", Kind: "ClusterData"}
+	configMap  = schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
+	secret     = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
+	deployment = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+)
+
+func testMapper() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper(nil)
+	m.AddSpecific(largeData, largeData.GroupVersion().WithResource("largedata"),
+		largeData.GroupVersion().WithResource("largedata"), meta.RESTScopeNamespace)
+	m.AddSpecific(cluster, cluster.GroupVersion().WithResource("clusterdata"),
+		cluster.GroupVersion().WithResource("clusterdata"), meta.RESTScopeRoot)
+	m.Add(configMap, meta.RESTScopeNamespace)
+	m.Add(secret, meta.RESTScopeNamespace)
+	m.Add(deployment, meta.RESTScopeNamespace)
+	return m
+}
+
+func testSpec(slots int32) shardingv1alpha1.ShardRingSpec {
+	return shardingv1alpha1.ShardRingSpec{
+		Slots: slots,
+		Resources: []shardingv1alpha1.ShardedResource{
+			{
+				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"},
+				Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}},
+			},
+			{
+				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "clusterdata"},
+				Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}, {Resource: "secrets"}},
+			},
+		},
+	}
+}
+
+func TestNewKinds(t *testing.T) {
+	k, err := slotlabel.NewKinds(testSpec(0), testMapper())
+	if err != nil {
+		t.Fatalf("NewKinds: %v", err)
+	}
+	if k.Slots() != ring.DefaultSlots {
+		t.Errorf("Slots() = %d, want the API server's default %d", k.Slots(), ring.DefaultSlots)
+	}
+	if got, want := k.Sharded(), []schema.GroupVersionKind{largeData, cluster}; !equalGVKs(got, want) {
+		t.Errorf("Sharded() = %v, want %v", got, want)
+	}
+	// configmaps is listed twice but is one kind to watch.
+	if got, want := k.Children(), []schema.GroupVersionKind{configMap, secret}; !equalGVKs(got, want) {
+		t.Errorf("Children() = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		gk             schema.GroupKind
+		sharded, child bool
+	}{
+		{largeData.GroupKind(), true, false},
+		{cluster.GroupKind(), true, false},
+		{configMap.GroupKind(), false, true},
+		{secret.GroupKind(), false, true},
+		{deployment.GroupKind(), false, false},
+	} {
+		if got := k.IsSharded(tc.gk); got != tc.sharded {
+			t.Errorf("IsSharded(%v) = %v, want %v", tc.gk, got, tc.sharded)
+		}
+		if got := k.IsChild(tc.gk); got != tc.child {
+			t.Errorf("IsChild(%v) = %v, want %v", tc.gk, got, tc.child)
+		}
+	}
+}
+
+func TestNewKindsUnknownResource(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec shardingv1alpha1.ShardRingSpec
+		want string
+	}{
+		{
+			name: "sharded",
+			spec: shardingv1alpha1.ShardRingSpec{Resources: []shardingv1alpha1.ShardedResource{{
+				GroupResource: shardingv1alpha1.GroupResource{Group: "example.com", Resource: "widgets"},
+			}}},
+			want: `resolving sharded resource "widgets.example.com"`,
+		},
+		{
+			name: "child",
+			spec: shardingv1alpha1.ShardRingSpec{Resources: []shardingv1alpha1.ShardedResource{{
+				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"},
+				Children:      []shardingv1alpha1.GroupResource{{Group: "example.com", Resource: "gadgets"}},
+			}}},
+			want: `resolving resource "gadgets.example.com", a child of "largedata.data.kubeshard.dev"`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := slotlabel.NewKinds(tc.spec, testMapper())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NewKinds: got error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSlotOf(t *testing.T) {
+	const slots = 1024
+	k, err := slotlabel.NewKinds(testSpec(slots), testMapper())
+	if err != nil {
+		t.Fatalf("NewKinds: %v", err)
+	}
+	controller := func(gvk schema.GroupVersionKind, name string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{
+			APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Name: name,
+			UID: types.UID("uid-" + name), Controller: new(true),
+		}}
+	}
+	for _, tc := range []struct {
+		name   string
+		obj    metav1.ObjectMeta
+		gvk    schema.GroupVersionKind
+		want   int
+		wantOK bool
+	}{
+		{
+			name: "sharded namespaced", gvk: largeData,
+			obj:  metav1.ObjectMeta{Namespace: "team-a", Name: "dataset-1"},
+			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
+		},
+		{
+			name: "sharded cluster-scoped hashes the name alone", gvk: cluster,
+			obj:  metav1.ObjectMeta{Name: "global"},
+			want: ring.Slot("", "global", slots), wantOK: true,
+		},
+		{
+			name: "sharded, name not generated yet", gvk: largeData,
+			obj: metav1.ObjectMeta{Namespace: "team-a", GenerateName: "dataset-"},
+		},
+		{
+			name: "child takes its owner's slot", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "dataset-1-summary",
+				OwnerReferences: controller(largeData, "dataset-1")},
+			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
+		},
+		{
+			name: "child with a generated name still has its owner's slot", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", GenerateName: "summary-",
+				OwnerReferences: controller(largeData, "dataset-1")},
+			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
+		},
+		{
+			name: "child of an owner at another version of the kind", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "s",
+				OwnerReferences: controller(largeData.GroupVersion().WithKind("LargeData").GroupKind().WithVersion("v1beta1"), "dataset-1")},
+			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
+		},
+		{
+			name: "child of a cluster-scoped owner", gvk: secret,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "creds",
+				OwnerReferences: controller(cluster, "global")},
+			want: ring.Slot("", "global", slots), wantOK: true,
+		},
+		{
+			name: "child kind controlled by a kind that is not sharded", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "app-config",
+				OwnerReferences: controller(deployment, "app")},
+		},
+		{
+			name: "child kind controlled by a sharded kind that does not list it", gvk: secret,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "creds",
+				OwnerReferences: controller(largeData, "dataset-1")},
+		},
+		{
+			name: "controller of the kind's name in the core group is another kind", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "s",
+				OwnerReferences: controller(schema.GroupVersionKind{Version: "v1", Kind: "LargeData"}, "dataset-1")},
+		},
+		{
+			name: "controller with a malformed apiVersion", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "s",
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "data.kubeshard.dev/v1alpha1/x",
+					Kind: "LargeData", Name: "dataset-1", Controller: new(true)}}},
+		},
+		{
+			name: "child kind owned but not controlled", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "shared",
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "data.kubeshard.dev/v1alpha1",
+					Kind: "LargeData", Name: "dataset-1", UID: "u"}}},
+		},
+		{
+			name: "child kind without owner", gvk: configMap,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "plain"},
+		},
+		{
+			name: "kind not in the ring", gvk: deployment,
+			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "app"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			slot, ok := k.SlotOf(&tc.obj, tc.gvk.GroupKind())
+			if ok != tc.wantOK || slot != tc.want {
+				t.Errorf("SlotOf = (%d, %v), want (%d, %v)", slot, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+func TestSlotOfDoesNotAllocate(t *testing.T) {
+	k, err := slotlabel.NewKinds(testSpec(1024), testMapper())
+	if err != nil {
+		t.Fatalf("NewKinds: %v", err)
+	}
+	obj := &metav1.ObjectMeta{Namespace: "team-a", Name: "summary", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: "data.kubeshard.dev/v1alpha1", Kind: "LargeData", Name: "dataset-1", Controller: new(true),
+	}}}
+	// The webhook and the labeler call this for every object they see.
+	if n := testing.AllocsPerRun(100, func() { k.SlotOf(obj, configMap.GroupKind()) }); n != 0 {
+		t.Errorf("SlotOf allocates %v times per call, want 0", n)
+	}
+}
+
+func equalGVKs(a, b []schema.GroupVersionKind) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
