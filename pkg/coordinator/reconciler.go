@@ -1,0 +1,260 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/assignment"
+	"github.com/kubeshard/kubeshard/pkg/membership"
+	"github.com/kubeshard/kubeshard/pkg/ring"
+)
+
+// Reconciler coordinates one ring. It keeps in memory only what a successor
+// can do without: the Tracker's observation times (a new coordinator waits a
+// full lease duration before it calls a silent member dead) and the debounce
+// timer. Everything else is read from the ShardRing and the Leases.
+type Reconciler struct {
+	// Client reads the ShardRing and Leases (cached) and writes the status.
+	Client client.Client
+	// Recorder records events on the ShardRing.
+	Recorder events.EventRecorder
+	// Clock is the coordinator's clock; expiry and debouncing use only it.
+	Clock clock.PassiveClock
+	// Tracker judges the members' liveness from their Leases.
+	Tracker *membership.Tracker
+	// Metrics, if set, receives the ring's figures.
+	Metrics *Metrics
+	// Options are the coordinator's options, with defaults applied.
+	Options Options
+
+	liveSet       string    // the live members at the last reconcile, joined
+	liveChangedAt time.Time // when liveSet last changed
+	pendingSince  time.Time // when a rebalance was first found needed; zero if none
+}
+
+// Reconcile advances the ring's assignment by one step and records it.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if req.NamespacedName != r.Options.Ring {
+		return reconcile.Result{}, nil
+	}
+	log := logf.FromContext(ctx)
+	sr := &shardingv1alpha1.ShardRing{}
+	if err := r.Client.Get(ctx, req.NamespacedName, sr); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+
+	ringOpts, err := ringOptions(sr)
+	if err != nil {
+		// The CRD validates the spec, so this is an older or hand-edited
+		// object: say why in a condition and keep the assignment as it is.
+		return reconcile.Result{}, r.writeInvalid(ctx, sr, err)
+	}
+
+	members, err := r.observeLeases(ctx, sr)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+
+	table := assignment.New(ringOpts.Slots)
+	if sr.Status.Epoch > 0 {
+		if table, err = assignment.FromStatus(&sr.Status, ringOpts.Slots); err != nil {
+			return reconcile.Result{}, r.writeInvalid(ctx, sr, fmt.Errorf("the recorded assignment is unreadable: %w", err))
+		}
+	}
+
+	now := r.Clock.Now()
+	rebalance, wait, err := r.shouldRebalance(table, members, ringOpts, now)
+	if err != nil {
+		return reconcile.Result{}, r.writeInvalid(ctx, sr, err)
+	}
+	res, err := plan(planInput{current: table, members: members, rebalance: rebalance, ring: ringOpts})
+	if err != nil {
+		return reconcile.Result{}, r.writeInvalid(ctx, sr, err)
+	}
+	if rebalance {
+		r.pendingSince = time.Time{}
+	}
+
+	status := buildStatus(&sr.Status, sr.Generation, res.next, members)
+	if !apiequality.Semantic.DeepEqual(status, sr.Status) {
+		old := sr.Status.DeepCopy()
+		sr.Status = status
+		// Update, not patch: the write must fail if the status changed since it
+		// was read, or two coordinators could interleave their decisions.
+		if err := r.Client.Status().Update(ctx, sr); err != nil {
+			if apierrors.IsConflict(err) {
+				return reconcile.Result{Requeue: true}, nil
+			}
+			return reconcile.Result{}, fmt.Errorf("writing the ShardRing status: %w", err)
+		}
+		r.recordEvents(sr, old, &status, members, res)
+		if res.changed {
+			log.Info("Assignment changed", "ring", klog.KObj(sr), "epoch", status.Epoch,
+				"started", res.started, "completed", res.completed, "cancelled", res.cancelled,
+				"moving", status.MovingSlots, "unowned", status.UnownedSlots)
+		}
+	}
+	r.Metrics.observe(sr.Name, &status, res)
+
+	return reconcile.Result{RequeueAfter: r.requeueAfter(now, wait)}, nil
+}
+
+// observeLeases feeds the ring's member Leases to the Tracker and returns its
+// view of the members.
+func (r *Reconciler) observeLeases(ctx context.Context, sr *shardingv1alpha1.ShardRing) ([]membership.MemberInfo, error) {
+	leases := &coordinationv1.LeaseList{}
+	if err := r.Client.List(ctx, leases, client.InNamespace(sr.Namespace),
+		client.MatchingLabels{shardingv1alpha1.LabelRing: sr.Name}); err != nil {
+		return nil, fmt.Errorf("listing member leases: %w", err)
+	}
+	seen := make(map[string]bool, len(leases.Items))
+	for i := range leases.Items {
+		r.Tracker.Observe(&leases.Items[i])
+		seen[leases.Items[i].Name] = true
+	}
+	for _, m := range r.Tracker.Members() {
+		if !seen[m.LeaseName] {
+			r.Tracker.Forget(m.LeaseName)
+		}
+	}
+	return r.Tracker.Members(), nil
+}
+
+// shouldRebalance decides whether this step may compute a new target, and if
+// not, how long to wait. A change of membership is applied once the set of
+// live members has been quiet for RebalanceQuiet (at most RebalanceMaxDelay
+// after it was first seen), so that a StatefulSet scaling from 3 to 10 causes
+// one or two rebalances, not seven. Slots whose owner died are given out at
+// once: waiting would only leave them unserved.
+func (r *Reconciler) shouldRebalance(t *assignment.Table, members []membership.MemberInfo, opts ring.Options, now time.Time) (bool, time.Duration, error) {
+	var live []string
+	ownerGone := false
+	liveSet := map[string]bool{}
+	for _, m := range members {
+		if m.Live {
+			live = append(live, m.Name)
+			liveSet[m.Name] = true
+		}
+	}
+	for _, owner := range t.Owner {
+		if owner != "" && !liveSet[owner] {
+			ownerGone = true
+			break
+		}
+	}
+	if key := strings.Join(live, ","); key != r.liveSet {
+		r.liveSet, r.liveChangedAt = key, now
+	}
+	need, err := needsRebalance(t, members, opts)
+	if err != nil || !need {
+		r.pendingSince = time.Time{}
+		return false, 0, err
+	}
+	if r.pendingSince.IsZero() {
+		r.pendingSince = now
+	}
+	if ownerGone && t.Epoch > 0 {
+		return true, 0, nil
+	}
+	quietLeft := r.Options.RebalanceQuiet - now.Sub(r.liveChangedAt)
+	maxLeft := r.Options.RebalanceMaxDelay - now.Sub(r.pendingSince)
+	if wait := min(quietLeft, maxLeft); wait > 0 {
+		return false, wait, nil
+	}
+	return true, 0, nil
+}
+
+// requeueAfter returns when to look again even if nothing changes: when a
+// debounce ends, when a live member would expire, and at the resync period.
+func (r *Reconciler) requeueAfter(now time.Time, wait time.Duration) time.Duration {
+	after := r.Options.Resync
+	if wait > 0 {
+		after = min(after, wait)
+	}
+	if at, ok := r.Tracker.NextExpiry(); ok {
+		// A little past the expiry, so that the next step sees it expired.
+		after = min(after, max(at.Sub(now), 0)+100*time.Millisecond)
+	}
+	return after
+}
+
+func (r *Reconciler) writeInvalid(ctx context.Context, sr *shardingv1alpha1.ShardRing, cause error) error {
+	status := invalidRingStatus(&sr.Status, sr.Generation, cause.Error())
+	if !apiequality.Semantic.DeepEqual(status, sr.Status) {
+		sr.Status = status
+		if err := r.Client.Status().Update(ctx, sr); err != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("recording that the ring is invalid (%v): %w", cause, err)
+		}
+		r.Recorder.Eventf(sr, nil, corev1.EventTypeWarning, ReasonInvalidRing, "Coordinate", "%v", cause)
+	}
+	return reconcile.TerminalError(cause)
+}
+
+// recordEvents records joins, leaves, expiries and rebalances. A member that
+// left is dropped from the status once its slots are given out, so each event
+// is recorded once.
+func (r *Reconciler) recordEvents(sr *shardingv1alpha1.ShardRing, old, cur *shardingv1alpha1.ShardRingStatus, members []membership.MemberInfo, res planResult) {
+	before := map[string]shardingv1alpha1.MemberState{}
+	for _, m := range old.Members {
+		before[m.Name] = m.State
+	}
+	for _, m := range members {
+		prev, known := before[m.Name]
+		switch {
+		case m.Live && !known:
+			r.Recorder.Eventf(sr, nil, corev1.EventTypeNormal, "MemberJoined", "Join", "Member %s joined", m.Name)
+		case m.Released && known && prev != shardingv1alpha1.MemberLeaving:
+			r.Recorder.Eventf(sr, nil, corev1.EventTypeNormal, "MemberLeft", "Leave", "Member %s released its Lease", m.Name)
+		case m.Expired && known && prev != shardingv1alpha1.MemberExpired:
+			r.Recorder.Eventf(sr, nil, corev1.EventTypeWarning, "MemberExpired", "Expire",
+				"Member %s stopped renewing its Lease; its slots are given to live members", m.Name)
+		}
+	}
+	if res.started > 0 {
+		r.Recorder.Eventf(sr, nil, corev1.EventTypeNormal, "RebalanceStarted", "Rebalance", "Moving %d slots (epoch %d)", res.started, cur.Epoch)
+	}
+	if old.MovingSlots > 0 && cur.MovingSlots == 0 {
+		r.Recorder.Eventf(sr, nil, corev1.EventTypeNormal, "RebalanceFinished", "Rebalance", "No slot is moving (epoch %d, %d members)", cur.Epoch, cur.MemberCount)
+	}
+}
+
+// ringOptions reads the ring's tuning from its spec.
+func ringOptions(sr *shardingv1alpha1.ShardRing) (ring.Options, error) {
+	opts := ring.Options{Slots: int(sr.Spec.Slots)}
+	if opts.Slots == 0 {
+		opts.Slots = ring.DefaultSlots
+	}
+	if sr.Spec.LoadFactor != "" {
+		lf, err := strconv.ParseFloat(sr.Spec.LoadFactor, 64)
+		if err != nil || lf <= 1 {
+			return ring.Options{}, fmt.Errorf("spec.loadFactor %q is not a decimal greater than 1", sr.Spec.LoadFactor)
+		}
+		opts.LoadFactor = lf
+	}
+	return opts, nil
+}
+
+// leaseToRing maps a member Lease to its ring.
+func leaseToRing(lease client.Object) []reconcile.Request {
+	name := lease.GetLabels()[shardingv1alpha1.LabelRing]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: lease.GetNamespace(), Name: name}}}
+}

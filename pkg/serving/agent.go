@@ -1,0 +1,245 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/assignment"
+	"github.com/kubeshard/kubeshard/pkg/membership"
+)
+
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch
+
+// Agent is the member's side of the ring. Start runs the member's Lease and,
+// on shutdown, leaves gracefully; Reconcile follows the ShardRing status and
+// opens and closes slots on the Gate in the order that keeps the invariant:
+//
+//   - losing a slot: close it, wait for its reconciles in flight, then publish
+//     a serving list without it (the coordinator completes the move only then);
+//   - gaining a slot: publish a serving list with it first, then open it, so the
+//     published list always covers every slot the member may work on.
+type Agent struct {
+	opts    Options
+	client  client.Client
+	reader  client.Reader
+	member  *membership.Member
+	gate    *Gate
+	metrics *Metrics
+
+	// mu serialises Reconcile; controller-runtime already runs one at a time
+	// per controller, but tests and the graceful leave call in directly.
+	mu        sync.Mutex
+	seenEpoch int64 // the newest epoch followed, or the floor read at start
+	floorRead bool
+	published []int
+	pubEpoch  int64
+	leaving   bool
+}
+
+// NewAgent returns the agent of one member. c writes the member's Lease (it
+// should read from the API server, not a cache); reader reads the ShardRing
+// (the manager's cache is right). metrics may be nil.
+func NewAgent(c client.Client, reader client.Reader, opts Options, metrics *Metrics) (*Agent, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{opts: opts, client: c, reader: reader, metrics: metrics}
+	member, err := membership.NewMember(c, membership.Options{
+		Ring:          opts.Ring.Name,
+		Namespace:     opts.Ring.Namespace,
+		Name:          opts.Member,
+		LeaseDuration: opts.LeaseDuration,
+		RenewDeadline: opts.RenewDeadline,
+		RetryPeriod:   opts.RetryPeriod,
+		Slots:         opts.Slots,
+		Clock:         opts.Clock,
+		OnFenced:      a.fenced,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.member = member
+	a.gate = NewGate(opts.Slots, member.Valid)
+	return a, nil
+}
+
+// Gate admits reconciles of the slots this member serves.
+func (a *Agent) Gate() *Gate { return a.gate }
+
+// Member is the member's Lease.
+func (a *Agent) Member() *membership.Member { return a.member }
+
+// NeedLeaderElection is false: every member runs its agent.
+func (a *Agent) NeedLeaderElection() bool { return false }
+
+// Start holds the member's Lease until ctx ends, then leaves gracefully: it
+// stops admitting reconciles, waits for those in flight (at most
+// DrainTimeout), and releases the Lease so that the coordinator reassigns the
+// slots at once. It returns an error wrapping membership.ErrFenced when the
+// member fenced itself; the process should then exit non-zero.
+func (a *Agent) Start(ctx context.Context) error {
+	err := a.member.Run(ctx)
+	if errors.Is(err, membership.ErrFenced) {
+		return err
+	}
+	// The manager's context is gone; leaving needs one of its own.
+	leaveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.DrainTimeout+a.opts.RenewDeadline)
+	defer cancel()
+	return errors.Join(err, a.Leave(leaveCtx))
+}
+
+// Leave stops serving, waits for the reconciles in flight (at most
+// DrainTimeout) and releases the Lease. Start calls it when its context ends.
+func (a *Agent) Leave(ctx context.Context) error {
+	log := logf.FromContext(ctx).WithValues("ring", a.opts.Ring.Name, "member", a.opts.Member)
+	a.mu.Lock()
+	a.leaving = true
+	a.mu.Unlock()
+	slots := a.gate.CloseAll()
+	drainCtx, cancel := context.WithTimeout(ctx, a.opts.DrainTimeout)
+	defer cancel()
+	if err := a.gate.Drain(drainCtx, slots); err != nil {
+		// Releasing now would let another member take the slots while a
+		// reconcile still runs here. Leave the Lease to expire instead: that
+		// gives the reconcile a lease duration more to notice its cancelled
+		// context, and the slots move on all the same.
+		return fmt.Errorf("leaving without releasing the lease: %w", err)
+	}
+	if a.opts.OnLose != nil && len(slots) > 0 {
+		a.opts.OnLose(slots)
+	}
+	a.metrics.setServed(a.opts.Ring.Name, 0)
+	if err := a.member.Release(ctx); err != nil {
+		return fmt.Errorf("releasing the member lease: %w", err)
+	}
+	log.Info("Left the ring", "slots", len(slots))
+	return nil
+}
+
+// fenced runs when the member could not renew its Lease in time: it stops
+// admitting reconciles at once. The coordinator gives the slots to others
+// once the Lease expires.
+func (a *Agent) fenced() {
+	a.gate.CloseAll()
+	a.metrics.fenced(a.opts.Ring.Name)
+}
+
+// Reconcile follows the ring's assignment: it is the handler of a controller
+// that watches the ShardRing on every member.
+func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if req.NamespacedName != a.opts.Ring {
+		return reconcile.Result{}, nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leaving {
+		return reconcile.Result{}, nil
+	}
+	if !a.member.Valid() {
+		// Not acquired yet, or fenced: serve nothing, look again soon.
+		return reconcile.Result{RequeueAfter: a.opts.RetryPeriod}, nil
+	}
+	if !a.floorRead {
+		// A cache can hold an old status, from before moves that took slots
+		// away from this member (from a previous incarnation of it, after a
+		// restart). Acting on one could serve a slot another member now
+		// serves. A direct read is linearizable: nothing older than it is
+		// followed.
+		sr := &shardingv1alpha1.ShardRing{}
+		if err := a.client.Get(ctx, a.opts.Ring, sr); err != nil {
+			return reconcile.Result{}, client.IgnoreNotFound(fmt.Errorf("reading the ring's current epoch: %w", err))
+		}
+		a.seenEpoch, a.floorRead = sr.Status.Epoch, true
+	}
+	sr := &shardingv1alpha1.ShardRing{}
+	if err := a.reader.Get(ctx, a.opts.Ring, sr); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	table := assignment.New(a.opts.Slots)
+	if sr.Status.Epoch > 0 {
+		var err error
+		if table, err = assignment.FromStatus(&sr.Status, a.opts.Slots); err != nil {
+			return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("reading the ring's assignment: %w", err))
+		}
+	}
+	if table.Epoch < a.seenEpoch {
+		// Older than what was followed or read directly: wait for the cache
+		// to catch up (its update triggers another reconcile).
+		return reconcile.Result{}, nil
+	}
+	a.seenEpoch = table.Epoch
+	return reconcile.Result{}, a.follow(ctx, table)
+}
+
+// follow applies one assignment: close and drain what is lost, publish, open
+// what is gained.
+func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
+	log := logf.FromContext(ctx).WithValues("ring", a.opts.Ring.Name, "member", a.opts.Member, "epoch", table.Epoch)
+	want := table.Servable(a.opts.Member)
+	served := a.gate.Served()
+	// What the member may still be working on is what it serves plus what it
+	// last published: a slot closed by an earlier attempt whose drain did not
+	// finish is still in the published list, and must be drained before a
+	// list without it goes out.
+	lose := difference(union(served, a.published), want)
+	gain := difference(want, served)
+
+	if len(lose) > 0 {
+		start := a.opts.Clock.Now()
+		a.gate.Close(lose)
+		if err := a.gate.Drain(ctx, lose); err != nil {
+			return err
+		}
+		if a.opts.OnLose != nil {
+			a.opts.OnLose(lose)
+		}
+		a.metrics.released(a.opts.Ring.Name, len(lose), a.opts.Clock.Since(start))
+		log.V(1).Info("Stopped serving slots", "slots", len(lose))
+	}
+
+	if !slices.Equal(want, a.published) || table.Epoch > a.pubEpoch {
+		a.member.SetServing(want, table.Epoch)
+		if err := a.member.PublishServing(ctx); err != nil {
+			return fmt.Errorf("publishing the served slots: %w", err)
+		}
+		a.published, a.pubEpoch = want, table.Epoch
+	}
+
+	if len(gain) > 0 {
+		a.gate.Open(gain)
+		log.V(1).Info("Started serving slots", "slots", len(gain))
+		if a.opts.OnGain != nil {
+			if err := a.opts.OnGain(ctx, gain); err != nil {
+				return fmt.Errorf("starting to serve %d slots: %w", len(gain), err)
+			}
+		}
+	}
+	a.metrics.setServed(a.opts.Ring.Name, len(want))
+	return nil
+}
+
+// union returns the sorted slots in a or b (both sorted).
+func union(a, b []int) []int {
+	return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(a), b...))))
+}
+
+// difference returns the sorted slots of a that are not in b (both sorted).
+func difference(a, b []int) []int {
+	var out []int
+	for _, s := range a {
+		if _, found := slices.BinarySearch(b, s); !found {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,81 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/kubeshard/kubeshard/pkg/membership"
+	"github.com/kubeshard/kubeshard/pkg/ring"
+)
+
+// Options configure a member's Agent.
+type Options struct {
+	// Ring is the ShardRing the member belongs to. Required.
+	Ring types.NamespacedName
+
+	// Member is the member's identity, its pod name. Required.
+	Member string
+
+	// Slots is the ring's spec.slots. Default ring.DefaultSlots (1024).
+	Slots int
+
+	// LeaseDuration, RenewDeadline and RetryPeriod tune the member's Lease
+	// (see membership.Options). Defaults 15s, 10s and 2s; when only
+	// LeaseDuration is set, the other two keep its proportions (2/3, 2/15).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+
+	// DrainTimeout bounds how long a graceful leave waits for reconciles in
+	// flight before it releases the Lease anyway. Default 30s; keep it below the
+	// pod's terminationGracePeriodSeconds.
+	DrainTimeout time.Duration
+
+	// OnGain is called after the member starts serving slots, for instance to
+	// start watching them. An error is retried. Optional.
+	OnGain func(ctx context.Context, slots []int) error
+
+	// OnLose is called after the member stopped serving slots and no
+	// reconcile of them runs any more, for instance to drop them from a cache.
+	// Optional.
+	OnLose func(slots []int)
+
+	// Clock is the member's clock. Default: the real clock.
+	Clock clock.WithTicker
+}
+
+func (o Options) withDefaults() Options {
+	if o.Slots == 0 {
+		o.Slots = ring.DefaultSlots
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = membership.DefaultLeaseDuration
+	}
+	if o.RenewDeadline == 0 {
+		o.RenewDeadline = o.LeaseDuration * 2 / 3
+	}
+	if o.RetryPeriod == 0 {
+		o.RetryPeriod = o.LeaseDuration * 2 / 15
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.Ring.Name == "" || o.Ring.Namespace == "":
+		return errors.New("serving: Options.Ring needs a namespace and a name")
+	case o.Member == "":
+		return errors.New("serving: Options.Member is required (the pod name)")
+	case o.Slots < 1:
+		return errors.New("serving: Options.Slots must be at least 1")
+	}
+	return nil
+}
