@@ -37,6 +37,11 @@ type Agent struct {
 
 	// mu serialises Reconcile; controller-runtime already runs one at a time
 	// per controller, but tests and the graceful leave call in directly.
+	// fencedCh is closed when the member fences itself, so that reconciles in
+	// flight can be told to stop.
+	fencedCh   chan struct{}
+	fencedOnce sync.Once
+
 	mu        sync.Mutex
 	seenEpoch int64 // the newest epoch followed, or the floor read at start
 	floorRead bool
@@ -53,7 +58,7 @@ func NewAgent(c client.Client, reader client.Reader, opts Options, metrics *Metr
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{opts: opts, client: c, reader: reader, metrics: metrics}
+	a := &Agent{opts: opts, client: c, reader: reader, metrics: metrics, fencedCh: make(chan struct{})}
 	member, err := membership.NewMember(c, membership.Options{
 		Ring:          opts.Ring.Name,
 		Namespace:     opts.Ring.Namespace,
@@ -131,8 +136,13 @@ func (a *Agent) Leave(ctx context.Context) error {
 // once the Lease expires.
 func (a *Agent) fenced() {
 	a.gate.CloseAll()
+	a.fencedOnce.Do(func() { close(a.fencedCh) })
 	a.metrics.fenced(a.opts.Ring.Name)
 }
+
+// Fenced is closed when the member has fenced itself: from then on it serves
+// nothing, and reconciles still running should stop.
+func (a *Agent) Fenced() <-chan struct{} { return a.fencedCh }
 
 // Reconcile follows the ring's assignment: it is the handler of a controller
 // that watches the ShardRing on every member.

@@ -1,0 +1,74 @@
+package sharding
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Options configure a member of a ring.
+type Options struct {
+	// Ring is the name of the ShardRing. Required.
+	Ring string
+
+	// Namespace is the namespace of the ShardRing and of the member Leases,
+	// usually the operator's own (POD_NAMESPACE). Required.
+	Namespace string
+
+	// Member is this replica's identity, its pod name (POD_NAME). Required.
+	Member string
+
+	// DisableCoordinator keeps this replica from ever coordinating the ring or
+	// running the labeler. Default false: every replica is a candidate, and the
+	// manager's leader election picks one (so enable LeaderElection in the
+	// manager's options when more than one replica runs).
+	DisableCoordinator bool
+
+	// Webhook registers the slot-label webhook on the manager's webhook
+	// server. Default false.
+	Webhook bool
+
+	// RebalanceQuiet is how long membership must be quiet before a join or a
+	// leave moves slots (see coordinator.Options). Default 3s.
+	RebalanceQuiet time.Duration
+
+	// LabelerSweepInterval is how often the labeler corrects wrong slot
+	// labels. Default 10m.
+	LabelerSweepInterval time.Duration
+
+	// DrainTimeout bounds how long a leaving member waits for its reconciles.
+	// Default 30s; keep it below terminationGracePeriodSeconds.
+	DrainTimeout time.Duration
+
+	// Registerer receives kubeshard's metrics. Default: controller-runtime's
+	// registry, which the manager serves.
+	Registerer prometheus.Registerer
+
+	// Clock is the member's clock. Default: the real clock.
+	Clock clock.WithTicker
+}
+
+func (o Options) withDefaults() Options {
+	if o.Registerer == nil {
+		o.Registerer = ctrlmetrics.Registry
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.Ring == "":
+		return errors.New("sharding: Options.Ring is required")
+	case o.Namespace == "":
+		return errors.New("sharding: Options.Namespace is required (set it from POD_NAMESPACE)")
+	case o.Member == "":
+		return errors.New("sharding: Options.Member is required (set it from POD_NAME)")
+	}
+	return nil
+}

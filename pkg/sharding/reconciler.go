@@ -1,0 +1,48 @@
+package sharding
+
+import (
+	"context"
+	"errors"
+
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kubeshard/kubeshard/pkg/ring"
+)
+
+// ErrFenced is the cause of a reconcile's context when the member fenced
+// itself while the reconcile ran: another member may soon serve the object.
+var ErrFenced = errors.New("this member stopped serving: its Lease could not be renewed")
+
+// Reconciler wraps the reconciler of a sharded kind (the kind given to For)
+// so that it runs only for objects of the slots this member serves:
+//
+//   - a request for a slot the member does not serve is dropped (its owner
+//     reconciles it);
+//   - a request is admitted only while the member's Lease is fresh;
+//   - a reconcile in flight delays the handover of its slot until it ends, and
+//     its context is cancelled if the member fences itself.
+//
+// The slot is computed from the request's namespace and name, which is right
+// for the kind the controller is For.
+func (r *Ring) Reconciler(inner reconcile.Reconciler) reconcile.Reconciler {
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		slot := ring.Slot(req.Namespace, req.Name, r.slots)
+		leave, ok := r.agent.Gate().Enter(slot)
+		if !ok {
+			logf.FromContext(ctx).V(1).Info("Dropping a request of a slot this member does not serve", "slot", slot)
+			return reconcile.Result{}, nil
+		}
+		defer leave()
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go func() {
+			select {
+			case <-r.agent.Fenced():
+				cancel(ErrFenced)
+			case <-ctx.Done():
+			}
+		}()
+		return inner.Reconcile(ctx, req)
+	})
+}

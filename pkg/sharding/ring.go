@@ -1,0 +1,132 @@
+package sharding
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/coordinator"
+	"github.com/kubeshard/kubeshard/pkg/labeler"
+	"github.com/kubeshard/kubeshard/pkg/ring"
+	"github.com/kubeshard/kubeshard/pkg/serving"
+	"github.com/kubeshard/kubeshard/pkg/slotwebhook"
+)
+
+// SlotCache is a cache whose sharded kinds follow the served slots; the
+// cache that NewCache returns is one. With another cache the ring still
+// reconciles only its slots, but caches every object.
+type SlotCache interface {
+	AddSlots(ctx context.Context, slots []int) error
+	RemoveSlots(slots []int)
+}
+
+// Ring is this replica's membership of a ring.
+type Ring struct {
+	opts  Options
+	key   types.NamespacedName
+	slots int
+	agent *serving.Agent
+}
+
+// New makes the manager's replica a member of the ring: it holds the
+// member's Lease, follows the assignment, drives the manager's cache when
+// that is a SlotCache, and, when elected, coordinates the ring and labels
+// objects. It reads the ShardRing once, so the ring must exist; its slot
+// count and lease duration are fixed for the life of the process.
+func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	key := types.NamespacedName{Namespace: opts.Namespace, Name: opts.Ring}
+	sr := &shardingv1alpha1.ShardRing{}
+	if err := mgr.GetAPIReader().Get(ctx, key, sr); err != nil {
+		return nil, fmt.Errorf("reading ShardRing %s (apply it before starting the operator): %w", key, err)
+	}
+	slots := int(sr.Spec.Slots)
+	if slots == 0 {
+		slots = ring.DefaultSlots
+	}
+
+	// The member's Lease is read and written directly: a cached read would
+	// only cause conflicts, and a cache of every Lease costs memory.
+	direct, err := client.New(mgr.GetConfig(), client.Options{
+		HTTPClient: mgr.GetHTTPClient(), Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the member's client: %w", err)
+	}
+	agentOpts := serving.Options{
+		Ring:          key,
+		Member:        opts.Member,
+		Slots:         slots,
+		LeaseDuration: time.Duration(sr.Spec.LeaseDurationSeconds) * time.Second,
+		DrainTimeout:  opts.DrainTimeout,
+		Clock:         opts.Clock,
+	}
+	if sc, ok := mgr.GetCache().(SlotCache); ok {
+		agentOpts.OnGain = sc.AddSlots
+		agentOpts.OnLose = sc.RemoveSlots
+	}
+	memberMetrics, err := serving.NewMetrics(opts.Registerer, opts.Member)
+	if err != nil {
+		return nil, fmt.Errorf("registering member metrics: %w", err)
+	}
+	agent, err := serving.NewAgent(direct, mgr.GetClient(), agentOpts, memberMetrics)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(agent); err != nil {
+		return nil, fmt.Errorf("adding the member agent: %w", err)
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("kubeshard-member").
+		For(&shardingv1alpha1.ShardRing{}).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
+		Complete(reconcile.Func(agent.Reconcile))
+	if err != nil {
+		return nil, fmt.Errorf("creating the member controller: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("kubeshard-member", func(*http.Request) error {
+		if !agent.Member().Valid() {
+			return fmt.Errorf("member %s holds no fresh Lease", opts.Member)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("adding the member readiness check: %w", err)
+	}
+
+	if !opts.DisableCoordinator {
+		coordMetrics, err := coordinator.NewMetrics(opts.Registerer)
+		if err != nil {
+			return nil, fmt.Errorf("registering coordinator metrics: %w", err)
+		}
+		if err := coordinator.Add(mgr, coordinator.Options{Ring: key, RebalanceQuiet: opts.RebalanceQuiet}, coordMetrics); err != nil {
+			return nil, err
+		}
+		if err := labeler.Add(mgr, labeler.Options{Ring: key, SweepInterval: opts.LabelerSweepInterval, Registerer: opts.Registerer}); err != nil {
+			return nil, fmt.Errorf("adding the labeler: %w", err)
+		}
+	}
+	if opts.Webhook {
+		if err := slotwebhook.Add(mgr, slotwebhook.Options{Ring: key, Registerer: opts.Registerer}); err != nil {
+			return nil, fmt.Errorf("adding the slot-label webhook: %w", err)
+		}
+	}
+	return &Ring{opts: opts, key: key, slots: slots, agent: agent}, nil
+}
+
+// Slots returns the ring's number of slots.
+func (r *Ring) Slots() int { return r.slots }
+
+// Agent returns the member's agent, for tests and diagnostics.
+func (r *Ring) Agent() *serving.Agent { return r.agent }
