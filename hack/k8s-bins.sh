@@ -26,7 +26,7 @@ build_if_stale() { # module-dir binary package [ldflags]
 		echo "k8s-bins: $bin is current"
 		return
 	fi
-	echo "k8s-bins: building $bin (first build of kube-apiserver takes about 5 minutes)"
+	echo "k8s-bins: building $bin (the first build of all four takes about 10 minutes on 2 cores)"
 	local start=$SECONDS
 	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$bin.tmp" "$pkg")
 	mv "$out/$bin.tmp" "$out/$bin"
