@@ -1,0 +1,122 @@
+package largedata
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kubeshard/kubeshard/pkg/ring"
+)
+
+// Options configure the LargeData reconciler. The zero value is valid.
+type Options struct {
+	// ControllerName names the controller in logs and metrics; it must be
+	// unique in the process. Default: "largedata".
+	ControllerName string
+
+	// MaxConcurrentReconciles is how many LargeData objects are reconciled at
+	// once. Default: 4.
+	MaxConcurrentReconciles int
+
+	// Workers is how many goroutines transform the records of one batch at
+	// once. Default: 4.
+	Workers int
+
+	// InitBatchSize is how many records one reconcile creates, rewrites or
+	// deletes while it initializes a dataset, and how many the finalizer
+	// deletes per reconcile. Processing batches are spec.batchSize.
+	// Default: 10000.
+	InitBatchSize int
+
+	// ItemQuota is the most records one dataset may have in the store: a
+	// quota of this deployment's database, which the API server's bound
+	// (datav1alpha1.MaxItems) cannot know. A spec above it fails for good
+	// (phase Failed, condition Ready False with reason QuotaExceeded) until
+	// spec.items is lowered. Default: 10,000,000.
+	ItemQuota int64
+
+	// Slots is the number of slots of the ring that shards the operator's
+	// objects: the summary ConfigMap gets its owner's slot label, or the
+	// slot of its owner's name in a ring of this size. Default: 1024
+	// (ring.DefaultSlots).
+	Slots int
+
+	// BatchInterval is the pause between two batches of one dataset. The
+	// next batch is a new reconcile that queues behind other objects', so a
+	// large dataset does not starve small ones. Default: 1 millisecond.
+	BatchInterval time.Duration
+
+	// StoreTimeout bounds each call to the store, so that a database that
+	// hangs cannot hold a reconcile. Default: 10 seconds.
+	StoreTimeout time.Duration
+
+	// RetryBaseDelay and RetryMaxDelay bound the exponential backoff after a
+	// transient failure (the store is down, a write conflicts): the
+	// reconciler returns the error, and the controller's rate limiter
+	// requeues the object after RetryBaseDelay, doubling up to
+	// RetryMaxDelay. Defaults: 100 milliseconds and 1 minute.
+	RetryBaseDelay time.Duration
+	RetryMaxDelay  time.Duration
+
+	// Wrap, if set, wraps the reconciler before it is added to the manager:
+	// a sharded operator passes sharding.Ring.Reconciler, so that a replica
+	// reconciles only the objects of its slots. Default: none.
+	Wrap func(reconcile.Reconciler) reconcile.Reconciler
+
+	// Clock stamps conditions and status.lastProcessed and times batches.
+	// Default: the real clock.
+	Clock clock.PassiveClock
+
+	// Registerer receives the reconciler's metrics. Default:
+	// controller-runtime's metrics.Registry, which the manager serves.
+	Registerer prometheus.Registerer
+}
+
+// applyDefaults fills in the defaults: the one place they are.
+func (o *Options) applyDefaults() error {
+	if o.ControllerName == "" {
+		o.ControllerName = "largedata"
+	}
+	if o.MaxConcurrentReconciles == 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+	if o.Workers == 0 {
+		o.Workers = 4
+	}
+	if o.InitBatchSize == 0 {
+		o.InitBatchSize = 10_000
+	}
+	if o.ItemQuota == 0 {
+		o.ItemQuota = 10_000_000
+	}
+	if o.Slots == 0 {
+		o.Slots = ring.DefaultSlots
+	}
+	if o.BatchInterval == 0 {
+		o.BatchInterval = time.Millisecond
+	}
+	if o.StoreTimeout == 0 {
+		o.StoreTimeout = 10 * time.Second
+	}
+	if o.RetryBaseDelay == 0 {
+		o.RetryBaseDelay = 100 * time.Millisecond
+	}
+	if o.RetryMaxDelay == 0 {
+		o.RetryMaxDelay = time.Minute
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Registerer == nil {
+		o.Registerer = ctrlmetrics.Registry
+	}
+	if o.MaxConcurrentReconciles < 0 || o.Workers < 0 || o.InitBatchSize < 0 || o.ItemQuota < 0 || o.Slots < 0 ||
+		o.BatchInterval < 0 || o.StoreTimeout < 0 || o.RetryBaseDelay < 0 || o.RetryMaxDelay < o.RetryBaseDelay {
+		return errors.New("largedata options: counts and durations must not be negative, nor RetryMaxDelay below RetryBaseDelay")
+	}
+	return nil
+}

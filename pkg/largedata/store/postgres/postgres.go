@@ -1,0 +1,438 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/kubeshard/kubeshard/pkg/largedata/store"
+)
+
+// Schema is the SQL that creates the store's tables, run on first use.
+//
+// A dataset is a row of largedata_datasets, which also holds its progress:
+// the counters are updated in the same transaction as the records, so
+// reading progress is one row. A record is a row of largedata_records, keyed
+// by the dataset's numeric id rather than its 36-byte UID, which would be
+// repeated in every row and both indexes. records.generation is the
+// generation a record was processed for (0: never); the pending index serves
+// the batches' "generation below the current one" in index order without
+// walking past the records already processed.
+const Schema = `
+CREATE TABLE IF NOT EXISTS largedata_datasets (
+	id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	uid         text NOT NULL UNIQUE,
+	namespace   text NOT NULL,
+	name        text NOT NULL,
+	generation  bigint NOT NULL,
+	seed        bigint NOT NULL,
+	items       bigint NOT NULL,
+	created     bigint NOT NULL DEFAULT 0,
+	extent      bigint NOT NULL DEFAULT 0,
+	initialized boolean NOT NULL DEFAULT false,
+	processed   bigint NOT NULL DEFAULT 0,
+	failed      bigint NOT NULL DEFAULT 0,
+	checksum    bigint NOT NULL DEFAULT 0,
+	updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS largedata_records (
+	dataset      bigint NOT NULL,
+	idx          bigint NOT NULL,
+	seed         bigint NOT NULL,
+	payload      text NOT NULL,
+	result       text,
+	generation   bigint NOT NULL DEFAULT 0,
+	failed       boolean NOT NULL DEFAULT false,
+	processed_at timestamptz,
+	PRIMARY KEY (dataset, idx)
+);
+CREATE INDEX IF NOT EXISTS largedata_records_pending ON largedata_records (dataset, generation, idx);
+`
+
+// schemaLock is the key of the advisory lock that serialises the creation of
+// the schema: CREATE TABLE IF NOT EXISTS run by two replicas at once can
+// fail on a unique constraint of the catalog.
+const schemaLock = 0x6c61726765 // "large"
+
+const (
+	insertDataset = `
+INSERT INTO largedata_datasets (uid, namespace, name, generation, seed, items)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (uid) DO NOTHING`
+
+	selectDataset = `
+SELECT id, generation, seed, items, created, extent, initialized, processed, failed, checksum
+FROM largedata_datasets WHERE uid = $1`
+
+	updateDataset = `
+UPDATE largedata_datasets
+SET generation = $2, seed = $3, items = $4, created = $5, extent = $6, initialized = $7,
+    processed = $8, failed = $9, checksum = $10, updated_at = now()
+WHERE id = $1`
+
+	// upsertRecords creates the records [$3, $4) and rewrites those of
+	// another seed; records of the right seed keep their results.
+	upsertRecords = `
+INSERT INTO largedata_records (dataset, idx, seed, payload)
+SELECT $1, i, $2, left(md5($2::bigint::text || ':' || i::text), 16)
+FROM generate_series($3::bigint, $4::bigint - 1) AS i
+ON CONFLICT (dataset, idx) DO UPDATE
+SET seed = EXCLUDED.seed, payload = EXCLUDED.payload, result = NULL, generation = 0, failed = false, processed_at = NULL
+WHERE largedata_records.seed <> EXCLUDED.seed`
+
+	deleteRecordsFrom = `
+DELETE FROM largedata_records WHERE dataset = $1 AND idx IN (
+	SELECT idx FROM largedata_records WHERE dataset = $1 AND idx >= $2 ORDER BY idx DESC LIMIT $3)`
+
+	selectPending = `
+SELECT idx, payload FROM largedata_records
+WHERE dataset = $1 AND generation < $2
+ORDER BY generation, idx
+LIMIT $3
+FOR UPDATE SKIP LOCKED`
+
+	updateResults = `
+UPDATE largedata_records AS r
+SET result = u.result, failed = u.failed, generation = $2, processed_at = now()
+FROM unnest($3::bigint[], $4::text[], $5::boolean[]) AS u(idx, result, failed)
+WHERE r.dataset = $1 AND r.idx = u.idx`
+
+	// addProgress takes the row's FOR NO KEY UPDATE lock, which the FOR KEY
+	// SHARE lock of concurrent batches does not block: concurrent batches
+	// of one dataset serialise here, never deadlock.
+	addProgress = `
+UPDATE largedata_datasets
+SET processed = processed + $2, failed = failed + $3, checksum = checksum # $4, updated_at = now()
+WHERE id = $1
+RETURNING generation, seed, items, created, extent, initialized, processed, failed, checksum`
+
+	selectRecords = `
+SELECT idx, payload, coalesce(result, ''), generation, failed FROM largedata_records
+WHERE dataset = $1 AND idx >= $2 ORDER BY idx LIMIT $3`
+)
+
+// Store is a store.Store in PostgreSQL.
+type Store struct {
+	pool     *pgxpool.Pool
+	ownsPool bool
+
+	schemaMu sync.Mutex
+	schemaOK bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a store in the database that connString names (a URL such as
+// postgres://user:password@host:5432/db?sslmode=disable, or key=value
+// pairs; pool settings such as pool_max_conns go in it too). It does not
+// connect: the pool connects on first use, and the schema is created then,
+// so an operator starts while its database is down and reports the outage
+// on its objects. Close releases the pool.
+func New(ctx context.Context, connString string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the PostgreSQL connection string: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the PostgreSQL pool: %w", err)
+	}
+	return &Store{pool: pool, ownsPool: true}, nil
+}
+
+// NewFromPool returns a store that uses pool, which stays the caller's to
+// close.
+func NewFromPool(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+// Close closes the pool if New created it.
+func (s *Store) Close() {
+	if s.ownsPool {
+		s.pool.Close()
+	}
+}
+
+// ensureSchema creates the schema once per Store; a failure is retried by
+// the next call.
+func (s *Store) ensureSchema(ctx context.Context) error {
+	s.schemaMu.Lock()
+	defer s.schemaMu.Unlock()
+	if s.schemaOK {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLock)); err != nil {
+			return err
+		}
+		// The simple protocol runs several statements in one Exec.
+		_, err := tx.Exec(ctx, Schema, pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("creating the schema: %w", err)
+	}
+	s.schemaOK = true
+	return nil
+}
+
+// row is a dataset's row.
+type row struct {
+	id     int64
+	p      store.Progress
+	extent int64
+}
+
+func scanProgress(r pgx.Row, id *int64, p *store.Progress, extent *int64) error {
+	var checksum int64
+	dest := []any{&p.Generation, &p.Seed, &p.Items, &p.Created, extent, &p.Initialized, &p.Processed, &p.Failed, &checksum}
+	if id != nil {
+		dest = append([]any{id}, dest...)
+	}
+	if err := r.Scan(dest...); err != nil {
+		return err
+	}
+	p.Checksum = uint64(checksum)
+	return nil
+}
+
+func readDataset(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, uid, lock string) (row, error) {
+	var d row
+	err := scanProgress(q.QueryRow(ctx, selectDataset+" "+lock, uid), &d.id, &d.p, &d.extent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return row{}, store.ErrNotFound
+	}
+	return d, err
+}
+
+// Initialize implements store.Store.
+func (s *Store) Initialize(ctx context.Context, key store.Key, t store.Target, limit int) (store.Progress, error) {
+	if limit < 1 {
+		return store.Progress{}, fmt.Errorf("initializing dataset %s: limit %d, want at least 1", key, limit)
+	}
+	if err := s.ensureSchema(ctx); err != nil {
+		return store.Progress{}, fmt.Errorf("initializing dataset %s: %w", key, err)
+	}
+	// Once initialized, each reconcile asks again: answer without a lock.
+	if d, err := readDataset(ctx, s.pool, key.UID, ""); err == nil && d.p.Generation == t.Generation && d.p.Initialized {
+		return d.p, nil
+	}
+
+	var p store.Progress
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, insertDataset, key.UID, key.Namespace, key.Name, t.Generation, t.Seed, t.Items); err != nil {
+			return err
+		}
+		d, err := readDataset(ctx, tx, key.UID, "FOR UPDATE")
+		if err != nil {
+			return err
+		}
+		switch {
+		case t.Generation < d.p.Generation:
+			return fmt.Errorf("generation %d, store at %d: %w", t.Generation, d.p.Generation, store.ErrStaleGeneration)
+		case t.Generation > d.p.Generation:
+			created := d.p.Created
+			if t.Seed != d.p.Seed {
+				created = 0
+			}
+			d.p = store.Progress{Generation: t.Generation, Seed: t.Seed, Items: t.Items, Created: min(created, t.Items)}
+		}
+		if !d.p.Initialized {
+			if err := initStep(ctx, tx, &d, int64(limit)); err != nil {
+				return err
+			}
+		}
+		p = d.p
+		_, err = tx.Exec(ctx, updateDataset, d.id, d.p.Generation, d.p.Seed, d.p.Items, d.p.Created, d.extent,
+			d.p.Initialized, d.p.Processed, d.p.Failed, int64(d.p.Checksum))
+		return err
+	})
+	if err != nil {
+		return store.Progress{}, fmt.Errorf("initializing dataset %s: %w", key, err)
+	}
+	return p, nil
+}
+
+// initStep creates or rewrites up to limit records, or else deletes up to
+// limit records beyond the target. extent bounds the indexes that may exist.
+func initStep(ctx context.Context, tx pgx.Tx, d *row, limit int64) error {
+	p := &d.p
+	if p.Created < p.Items {
+		end := min(p.Created+limit, p.Items)
+		if _, err := tx.Exec(ctx, upsertRecords, d.id, p.Seed, p.Created, end); err != nil {
+			return fmt.Errorf("creating records: %w", err)
+		}
+		p.Created = end
+		d.extent = max(d.extent, end)
+		p.Initialized = end == p.Items && d.extent <= p.Items
+		return nil
+	}
+	if d.extent > p.Items {
+		tag, err := tx.Exec(ctx, deleteRecordsFrom, d.id, p.Items, limit)
+		if err != nil {
+			return fmt.Errorf("deleting records beyond %d: %w", p.Items, err)
+		}
+		if tag.RowsAffected() < limit {
+			d.extent = p.Items
+		}
+	}
+	p.Initialized = d.extent <= p.Items
+	return nil
+}
+
+// ProcessBatch implements store.Store.
+func (s *Store) ProcessBatch(ctx context.Context, key store.Key, b store.Batch) (store.BatchResult, error) {
+	if err := s.ensureSchema(ctx); err != nil {
+		return store.BatchResult{}, fmt.Errorf("processing dataset %s: %w", key, err)
+	}
+	var res store.BatchResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// KEY SHARE lets concurrent batches run and keeps Initialize and
+		// Delete, which take FOR UPDATE, from changing the generation or
+		// removing the dataset under the batch.
+		d, err := readDataset(ctx, tx, key.UID, "FOR KEY SHARE")
+		if err != nil {
+			return err
+		}
+		if b.Generation != d.p.Generation {
+			return fmt.Errorf("generation %d, store at %d: %w", b.Generation, d.p.Generation, store.ErrStaleGeneration)
+		}
+		if !d.p.Initialized || b.Limit < 1 {
+			res.Progress = d.p
+			return nil
+		}
+
+		rows, err := tx.Query(ctx, selectPending, d.id, b.Generation, b.Limit)
+		if err != nil {
+			return fmt.Errorf("selecting records: %w", err)
+		}
+		defer rows.Close()
+		stream := func(yield func(store.Record, error) bool) {
+			for rows.Next() {
+				var r store.Record
+				if err := rows.Scan(&r.Index, &r.Payload); err != nil {
+					yield(store.Record{}, err)
+					return
+				}
+				if !yield(r, nil) {
+					return
+				}
+			}
+			if err := rows.Err(); err != nil {
+				yield(store.Record{}, err)
+			}
+		}
+		t, err := store.TransformRecords(ctx, b.Workers, b.Transform, stream)
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("reading records: %w", err)
+		}
+		if len(t.Results) == 0 {
+			res.Progress = d.p
+			return nil
+		}
+
+		idx := make([]int64, len(t.Results))
+		values := make([]string, len(t.Results))
+		failed := make([]bool, len(t.Results))
+		for i, r := range t.Results {
+			idx[i], values[i], failed[i] = r.Index, r.Value, r.Failed
+		}
+		if _, err := tx.Exec(ctx, updateResults, d.id, b.Generation, idx, values, failed); err != nil {
+			return fmt.Errorf("writing results: %w", err)
+		}
+		succeeded := len(t.Results) - t.Failed
+		var extent int64
+		if err := scanProgress(tx.QueryRow(ctx, addProgress, d.id, succeeded, t.Failed, int64(t.Fold)), nil, &res.Progress, &extent); err != nil {
+			return fmt.Errorf("updating progress: %w", err)
+		}
+		res.Processed, res.Failed = succeeded, t.Failed
+		return nil
+	})
+	if err != nil {
+		return store.BatchResult{}, fmt.Errorf("processing dataset %s: %w", key, err)
+	}
+	return res, nil
+}
+
+// Progress implements store.Store.
+func (s *Store) Progress(ctx context.Context, key store.Key) (store.Progress, error) {
+	if err := s.ensureSchema(ctx); err != nil {
+		return store.Progress{}, fmt.Errorf("reading the progress of dataset %s: %w", key, err)
+	}
+	d, err := readDataset(ctx, s.pool, key.UID, "")
+	if err != nil {
+		return store.Progress{}, fmt.Errorf("reading the progress of dataset %s: %w", key, err)
+	}
+	return d.p, nil
+}
+
+// Records implements store.Store.
+func (s *Store) Records(ctx context.Context, key store.Key, from int64, limit int) ([]store.Record, error) {
+	if err := s.ensureSchema(ctx); err != nil {
+		return nil, fmt.Errorf("reading records of dataset %s: %w", key, err)
+	}
+	d, err := readDataset(ctx, s.pool, key.UID, "")
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading records of dataset %s: %w", key, err)
+	}
+	rows, err := s.pool.Query(ctx, selectRecords, d.id, from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading records of dataset %s: %w", key, err)
+	}
+	recs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Record, error) {
+		var rec store.Record
+		err := r.Scan(&rec.Index, &rec.Payload, &rec.Result, &rec.Generation, &rec.Failed)
+		return rec, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading records of dataset %s: %w", key, err)
+	}
+	return recs, nil
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, key store.Key, limit int) (bool, error) {
+	if limit < 1 {
+		return false, fmt.Errorf("deleting dataset %s: limit %d, want at least 1", key, limit)
+	}
+	if err := s.ensureSchema(ctx); err != nil {
+		return false, fmt.Errorf("deleting dataset %s: %w", key, err)
+	}
+	done := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		d, err := readDataset(ctx, tx, key.UID, "FOR UPDATE")
+		if errors.Is(err, store.ErrNotFound) {
+			done = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, deleteRecordsFrom, d.id, 0, limit)
+		if err != nil {
+			return fmt.Errorf("deleting records: %w", err)
+		}
+		if tag.RowsAffected() == int64(limit) {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM largedata_datasets WHERE id = $1", d.id); err != nil {
+			return err
+		}
+		done = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("deleting dataset %s: %w", key, err)
+	}
+	return done, nil
+}
