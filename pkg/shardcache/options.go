@@ -1,0 +1,70 @@
+package shardcache
+
+import (
+	"errors"
+	"time"
+
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeshard/kubeshard/pkg/ring"
+)
+
+// DefaultCompactAfter is how long a slot group that lost some of its slots
+// keeps their objects before it is replaced by a group for the rest: long
+// enough that a burst of moves (a scale event hands over many slots in a
+// few steps) costs one relist per group, not one per step.
+const DefaultCompactAfter = 30 * time.Second
+
+// Options configure a Cache.
+type Options struct {
+	// ShardedObjects are the kinds selected by the slot label: the sharded
+	// kinds and their child kinds, for instance &LargeData{} and
+	// &corev1.ConfigMap{}. An object of one of these kinds without a valid
+	// slot label is invisible through the cache. Required.
+	ShardedObjects []client.Object
+
+	// Slots is the ring's number of slots (spec.slots); slot labels outside
+	// [0, Slots) are never served. Default ring.DefaultSlots (1024).
+	Slots int
+
+	// Transform is applied to objects of the sharded kinds before they enter
+	// the cache, after managedFields are stripped and after the manager's
+	// DefaultTransform (or the kind's ByObject transform). Optional.
+	Transform toolscache.TransformFunc
+
+	// CompactAfter is how long a slot group that lost some, but not all, of
+	// its slots keeps them in memory before it is replaced by a group for
+	// the slots it still serves. A group that lost all its slots stops at
+	// once. Default DefaultCompactAfter (30s).
+	CompactAfter time.Duration
+
+	// Clock times compaction. Default: the real clock.
+	Clock clock.Clock
+}
+
+func (o Options) withDefaults() Options {
+	if o.Slots == 0 {
+		o.Slots = ring.DefaultSlots
+	}
+	if o.CompactAfter == 0 {
+		o.CompactAfter = DefaultCompactAfter
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	switch {
+	case len(o.ShardedObjects) == 0:
+		return errors.New("shardcache: Options.ShardedObjects names no kind")
+	case o.Slots < 1:
+		return errors.New("shardcache: Options.Slots must be at least 1")
+	case o.CompactAfter < 0:
+		return errors.New("shardcache: Options.CompactAfter must not be negative")
+	}
+	return nil
+}
