@@ -1,25 +1,55 @@
 // Command largedata-operator runs the LargeData operator: one member of a
-// sharded ring of replicas (a StatefulSet pod). It serves health probes and
-// Prometheus metrics; the sharded reconciler, webhook, coordinator and
-// labeler are wired in here as they land.
+// sharded ring of replicas (a StatefulSet pod). One binary holds the
+// reconciler, the member's Lease and cache, and, on the replica elected
+// coordinator, the coordinator and the labeler; it can also serve the
+// slot-label webhook, Prometheus metrics and health probes.
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/largedata"
+	"github.com/kubeshard/kubeshard/pkg/largedata/store"
+	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
+	"github.com/kubeshard/kubeshard/pkg/largedata/store/postgres"
+	"github.com/kubeshard/kubeshard/pkg/shardcache"
+	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
+
+type config struct {
+	ring, namespace, member string
+	sharded, leaderElect    bool
+	webhook                 bool
+	webhookPort             int
+	webhookCertDir          string
+	storeKind, postgresURL  string
+	metricsAddr, probeAddr  string
+	concurrency, workers    int
+	qps                     float64
+	burst                   int
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -28,32 +58,130 @@ func main() {
 	}
 }
 
-func run() error {
-	var (
-		metricsAddr = flag.String("metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
-		probeAddr   = flag.String("health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
-	)
+func parseFlags() (config, zap.Options) {
+	var c config
+	fs := flag.CommandLine
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `largedata-operator reconciles LargeData objects, whose records live in an external store.
+Run as a StatefulSet, its replicas split the objects between them by slot (see the ShardRing).
+
+Usage: largedata-operator [flags]
+
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.ring, "ring", "largedata", "Name of the ShardRing this replica is a member of, in --namespace.")
+	fs.StringVar(&c.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the ShardRing and the member Leases. Default: $POD_NAMESPACE.")
+	fs.StringVar(&c.member, "member", os.Getenv("POD_NAME"), "This replica's member name, its pod name. Default: $POD_NAME.")
+	fs.BoolVar(&c.sharded, "sharded", true, "Split objects between replicas. With false, this replica reconciles and caches every object, like an operator without kubeshard (a baseline for benchmarks; run one replica).")
+	fs.BoolVar(&c.leaderElect, "leader-elect", true, "Elect one replica as the ring's coordinator (and the labeler). Needed whenever more than one replica runs.")
+	fs.BoolVar(&c.webhook, "webhook", false, "Serve the slot-label mutating webhook.")
+	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
+	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "Folder with the webhook's tls.crt and tls.key. Default: controller-runtime's default folder.")
+	fs.StringVar(&c.storeKind, "store", "memory", "Where the records live: memory (per process; for demos and load tests) or postgres.")
+	fs.StringVar(&c.postgresURL, "postgres-url", os.Getenv("POSTGRES_URL"), "PostgreSQL connection URL for --store=postgres, e.g. postgres://user@host:5432/db?pool_max_conns=8. Default: $POSTGRES_URL.")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 4, "LargeData objects reconciled at once by this replica.")
+	fs.IntVar(&c.workers, "workers", 4, "Goroutines that transform the records of one batch.")
+	fs.Float64Var(&c.qps, "kube-api-qps", 100, "Client-side rate limit of requests to the API server, per second.")
+	fs.IntVar(&c.burst, "kube-api-burst", 200, "Client-side burst of requests to the API server.")
 	zapOpts := zap.Options{}
-	zapOpts.BindFlags(flag.CommandLine)
+	zapOpts.BindFlags(fs)
 	flag.Parse()
+	return c, zapOpts
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.sharded && (c.namespace == "" || c.member == "") {
+		errs = append(errs, errors.New("--namespace and --member (or $POD_NAMESPACE and $POD_NAME) are required with --sharded"))
+	}
+	if c.storeKind != "memory" && c.storeKind != "postgres" {
+		errs = append(errs, fmt.Errorf("--store must be memory or postgres, not %q", c.storeKind))
+	}
+	if c.storeKind == "postgres" && c.postgresURL == "" {
+		errs = append(errs, errors.New("--store=postgres needs --postgres-url (or $POSTGRES_URL)"))
+	}
+	if c.concurrency < 1 || c.workers < 1 {
+		errs = append(errs, errors.New("--max-concurrent-reconciles and --workers must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+func run() error {
+	cfg, zapOpts := parseFlags()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+	ctx := ctrl.SetupSignalHandler()
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
 	utilruntime.Must(datav1alpha1.AddToScheme(scheme))
 
-	cfg, err := ctrl.GetConfig()
+	restCfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	// client-go's default of 5 requests per second would throttle every
+	// replica long before the API server is busy.
+	restCfg.QPS, restCfg.Burst = float32(cfg.qps), cfg.burst
+
+	opts := ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
-		HealthProbeBindAddress: *probeAddr,
-	})
+		Metrics:                metricsserver.Options{BindAddress: cfg.metricsAddr},
+		HealthProbeBindAddress: cfg.probeAddr,
+		// Summary ConfigMaps are the only ConfigMaps the operator reads.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Label: largedataSummaries()},
+		}},
+		WebhookServer: webhook.NewServer(webhook.Options{Port: cfg.webhookPort, CertDir: cfg.webhookCertDir}),
+	}
+	var ringOpts sharding.Options
+	if cfg.sharded {
+		key := types.NamespacedName{Namespace: cfg.namespace, Name: cfg.ring}
+		sr, err := sharding.ReadRing(ctx, restCfg, scheme, key)
+		if err != nil {
+			return err
+		}
+		opts.NewCache = shardcache.NewCacheFunc(shardcache.Options{
+			ShardedObjects: []client.Object{&datav1alpha1.LargeData{}, &corev1.ConfigMap{}},
+			Slots:          int(sr.Spec.Slots),
+		})
+		opts.LeaderElection = cfg.leaderElect
+		opts.LeaderElectionID = cfg.ring + "-coordinator"
+		opts.LeaderElectionNamespace = cfg.namespace
+		// A replica that stops hands the coordinator over at once.
+		opts.LeaderElectionReleaseOnCancel = true
+		opts.GracefulShutdownTimeout = ptr.To(40 * time.Second)
+		ringOpts = sharding.Options{Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook}
+	}
+
+	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
+	}
+	ldOpts := largedata.Options{MaxConcurrentReconciles: cfg.concurrency, Workers: cfg.workers}
+	if cfg.sharded {
+		r, err := sharding.New(ctx, mgr, ringOpts)
+		if err != nil {
+			return err
+		}
+		ldOpts.Slots = r.Slots()
+		ldOpts.Wrap = r.Reconciler
+	}
+
+	st, closeStore, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if err := largedata.Add(mgr, st, ldOpts); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
@@ -61,8 +189,26 @@ func run() error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+
+	log.Info("Starting", "ring", cfg.ring, "member", cfg.member, "sharded", cfg.sharded, "store", cfg.storeKind)
+	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
+}
+
+// largedataSummaries selects the summary ConfigMaps the reconciler writes.
+func largedataSummaries() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{largedata.ManagedByLabel: largedata.ManagedByValue})
+}
+
+func openStore(ctx context.Context, cfg config) (store.Store, func(), error) {
+	if cfg.storeKind == "memory" {
+		return memory.New(), func() {}, nil
+	}
+	pg, err := postgres.New(ctx, cfg.postgresURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the PostgreSQL store: %w", err)
+	}
+	return pg, pg.Close, nil
 }

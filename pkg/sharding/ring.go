@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -130,3 +132,18 @@ func (r *Ring) Slots() int { return r.slots }
 
 // Agent returns the member's agent, for tests and diagnostics.
 func (r *Ring) Agent() *serving.Agent { return r.agent }
+
+// ReadRing reads a ShardRing directly from the API server. An operator's
+// main needs the ring's slot count before the manager exists, to configure
+// the sharded cache.
+func ReadRing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, key types.NamespacedName) (*shardingv1alpha1.ShardRing, error) {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating a client: %w", err)
+	}
+	sr := &shardingv1alpha1.ShardRing{}
+	if err := c.Get(ctx, key, sr); err != nil {
+		return nil, fmt.Errorf("reading ShardRing %s (apply it before starting the operator): %w", key, err)
+	}
+	return sr, nil
+}
