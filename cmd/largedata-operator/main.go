@@ -173,6 +173,8 @@ func run() error {
 		}
 		ldOpts.Slots = r.Slots()
 		ldOpts.Wrap = r.Reconciler
+		// Every replica reconciles its own slots; only the coordinator is elected.
+		ldOpts.NeedLeaderElection = ptr.To(false)
 	}
 
 	st, closeStore, err := openStore(ctx, cfg)

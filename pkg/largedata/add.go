@@ -50,6 +50,7 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles,
+			NeedLeaderElection:      r.opts.NeedLeaderElection,
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](
 				r.opts.RetryBaseDelay, r.opts.RetryMaxDelay),
 		}).

@@ -67,6 +67,12 @@ type Options struct {
 	// reconciles only the objects of its slots. Default: none.
 	Wrap func(reconcile.Reconciler) reconcile.Reconciler
 
+	// NeedLeaderElection says whether the controller runs only on the
+	// replica that holds the manager's leader election. nil keeps the
+	// manager's default (true when leader election is on). A sharded operator
+	// sets false: every replica reconciles the objects of its own slots.
+	NeedLeaderElection *bool
+
 	// Clock stamps conditions and status.lastProcessed and times batches.
 	// Default: the real clock.
 	Clock clock.PassiveClock
