@@ -79,6 +79,11 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 		agentOpts.OnGain = sc.AddSlots
 		agentOpts.OnLose = sc.RemoveSlots
 	}
+	if cc, ok := mgr.GetCache().(counter); ok {
+		if err := opts.Registerer.Register(newCachedObjects(opts.Ring, opts.Member, cc)); err != nil {
+			return nil, fmt.Errorf("registering the cached objects metric: %w", err)
+		}
+	}
 	memberMetrics, err := serving.NewMetrics(opts.Registerer, opts.Member)
 	if err != nil {
 		return nil, fmt.Errorf("registering member metrics: %w", err)
