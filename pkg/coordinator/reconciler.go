@@ -91,7 +91,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.pendingSince = time.Time{}
 	}
 
-	status := buildStatus(&sr.Status, sr.Generation, res.next, members)
+	status := buildStatus(&sr.Status, sr.Generation, res.next, members, !rebalance && wait > 0)
 	if !apiequality.Semantic.DeepEqual(status, sr.Status) {
 		old := sr.Status.DeepCopy()
 		sr.Status = status

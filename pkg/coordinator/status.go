@@ -22,12 +22,17 @@ const (
 	ReasonSlotsWithoutOwner = "SlotsWithoutOwner"
 	ReasonNoLiveMembers     = "NoLiveMembers"
 	ReasonInvalidRing       = "InvalidRing"
+	ReasonMembershipChanged = "MembershipChanged"
 )
 
 // buildStatus returns the status that records table t for the given members.
 // It lists every live member, and a member that is not live for as long as it
 // still owns a slot (it cannot, for long: its slots become unowned).
-func buildStatus(old *shardingv1alpha1.ShardRingStatus, generation int64, t *assignment.Table, members []membership.MemberInfo) shardingv1alpha1.ShardRingStatus {
+//
+// pending says that membership changed and a rebalance waits for it to
+// settle: the ring is not Ready then, though every slot is served, because
+// some member does not have its share yet.
+func buildStatus(old *shardingv1alpha1.ShardRingStatus, generation int64, t *assignment.Table, members []membership.MemberInfo, pending bool) shardingv1alpha1.ShardRingStatus {
 	st := shardingv1alpha1.ShardRingStatus{
 		ObservedGeneration: generation,
 		Epoch:              t.Epoch,
@@ -75,9 +80,12 @@ func buildStatus(old *shardingv1alpha1.ShardRingStatus, generation int64, t *ass
 	default:
 		set(shardingv1alpha1.ConditionDegraded, metav1.ConditionFalse, ReasonAllSlotsServed, "Every slot has a live owner")
 	}
-	if st.MovingSlots > 0 {
+	switch {
+	case st.MovingSlots > 0:
 		set(shardingv1alpha1.ConditionRebalancing, metav1.ConditionTrue, ReasonSlotsMoving, fmt.Sprintf("%d slots are moving", st.MovingSlots))
-	} else {
+	case pending:
+		set(shardingv1alpha1.ConditionRebalancing, metav1.ConditionTrue, ReasonMembershipChanged, "Membership changed; slots move once it has been quiet for a moment")
+	default:
 		set(shardingv1alpha1.ConditionRebalancing, metav1.ConditionFalse, ReasonNoMoves, "No slot is moving")
 	}
 	switch {
@@ -85,6 +93,8 @@ func buildStatus(old *shardingv1alpha1.ShardRingStatus, generation int64, t *ass
 		set(shardingv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonSlotsWithoutOwner, "Some slots have no live owner")
 	case st.MovingSlots > 0:
 		set(shardingv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonSlotsMoving, "Slots are moving between members")
+	case pending:
+		set(shardingv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonMembershipChanged, "A rebalance waits for membership to settle")
 	case st.ReadyMembers < st.MemberCount:
 		set(shardingv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonMembersJoining, "Some members do not serve all their slots yet")
 	default:

@@ -72,6 +72,12 @@ type Options struct {
 	// failed status update is retried. Default: 500ms.
 	ReadinessPeriod time.Duration
 
+	// WebhookPorts pins the webhook port of some pods, by pod name: with no
+	// Service network, a webhook configuration can only name one fixed
+	// loopback URL, so one member must listen there. Default: none; every
+	// pod gets a free port.
+	WebhookPorts map[string]int
+
 	// RestartBackoff is how long the runner waits before it restarts a
 	// process that exited, whatever its exit code (restartPolicy Always).
 	// Unlike a kubelet's it does not grow, so that tests can predict when a

@@ -47,6 +47,9 @@ func newPodWorker(r *Runner, pod *corev1.Pod) (*podWorker, error) {
 	if err != nil {
 		return nil, err
 	}
+	if fixed, ok := r.opts.WebhookPorts[pod.Name]; ok {
+		ports[2] = fixed
+	}
 	return &podWorker{
 		ports:     Ports{Metrics: ports[0], Health: ports[1], Webhook: ports[2]},
 		r:         r,
