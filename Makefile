@@ -55,6 +55,16 @@ bench: ## Run the benchmarks and print their tables (see BENCHMARKS.md).
 demo: k8s-bins ## Run the demo: a local cluster, 3 members, 20,000 objects, scale to 4 (Ctrl-C stops it).
 	go run ./hack/demo
 
+.PHONY: deploy-check
+deploy-check: k8s-bins ## Build every overlay in deploy/ and check it on a real API server (server-side dry-run).
+	go test -count=1 ./test/integration/deploy/
+
+.PHONY: deploy
+deploy: ## Install on the current cluster (deploy/default needs cert-manager and the Prometheus Operator).
+	$(K8S_BINS)/kubectl apply --server-side -k deploy/base/crd
+	$(K8S_BINS)/kubectl wait --for=condition=Established crd/shardrings.sharding.kubeshard.dev crd/largedata.data.kubeshard.dev
+	$(K8S_BINS)/kubectl apply --server-side -k deploy/default
+
 .PHONY: docker-build
 docker-build: ## Build the operator image (needs a Docker engine).
 	docker build -t $(IMG) .

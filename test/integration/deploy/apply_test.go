@@ -1,0 +1,133 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+const fieldOwner = "kubeshard-deploy-test"
+
+// dryRun applies every object of the build whose kind the API server knows
+// with server-side apply and dryRun=All, as `kubectl apply --server-side
+// --dry-run=server` would: the API server validates, defaults and admits
+// each one (CRD schemas and CEL rules, Pod Security admission of the pod
+// template) without storing it. Any warning fails the test too: unknown
+// fields and Pod Security violations come back as warnings, not errors.
+// The operator's Namespace is created for real first, as the namespaced
+// objects need it.
+func dryRun(t *testing.T, m manifest) {
+	ctx := t.Context()
+	ns := m.find("Namespace", operatorNamespace)
+	if ns == nil {
+		t.Fatalf("no Namespace %s in the build", operatorNamespace)
+	}
+	if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(ns.DeepCopy()), client.ForceOwnership, client.FieldOwner(fieldOwner)); err != nil {
+		t.Fatalf("creating Namespace %s: %v", operatorNamespace, err)
+	}
+
+	warnings := &warningRecorder{}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WarningHandlerWithContext = warnings
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := 0
+	for _, u := range m.objs {
+		if foreignKinds[u.GroupVersionKind()] {
+			continue
+		}
+		what := fmt.Sprintf("%s %s", u.GetKind(), client.ObjectKeyFromObject(u))
+		warnings.take()
+		err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.DryRunAll, client.ForceOwnership, client.FieldOwner(fieldOwner))
+		if err != nil {
+			t.Errorf("server-side dry-run of %s: %v", what, err)
+			continue
+		}
+		for _, w := range warnings.take() {
+			t.Errorf("the API server warned about %s: %s", what, w)
+		}
+		applied++
+	}
+	t.Logf("%s: the API server accepted %d objects (dry-run); %d are other projects' kinds", m.dir, applied, len(m.objs)-applied)
+}
+
+// warningRecorder collects the warnings the API server sends back.
+type warningRecorder struct {
+	mu       sync.Mutex
+	warnings []string
+}
+
+func (r *warningRecorder) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.warnings = append(r.warnings, text)
+}
+
+// take returns the warnings recorded so far and forgets them.
+func (r *warningRecorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.warnings
+	r.warnings = nil
+	return w
+}
+
+// TestOperatorPermissions applies the base's RBAC for real and asks the API
+// server (SubjectAccessReview) whether the operator's ServiceAccount may do
+// what the operator does: the generated ClusterRole bound where the pods run,
+// plus what the RBAC markers do not cover (leader election's core Events).
+func TestOperatorPermissions(t *testing.T) {
+	ctx := t.Context()
+	m := build(t, "deploy/base")
+	sts, _ := operator(t, m)
+	for _, u := range m.objs {
+		switch u.GetKind() {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.ForceOwnership, client.FieldOwner(fieldOwner)); err != nil {
+				t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
+
+	sa := sts.Spec.Template.Spec.ServiceAccountName
+	ns := sts.Namespace
+	tests := []struct {
+		why  string
+		attr authorizationv1.ResourceAttributes
+		want bool
+	}{
+		{"member Leases and the coordinator's leader election",
+			authorizationv1.ResourceAttributes{Namespace: ns, Group: "coordination.k8s.io", Resource: "leases", Verb: "create"}, true},
+		{"renewing Leases", authorizationv1.ResourceAttributes{Namespace: ns, Group: "coordination.k8s.io", Resource: "leases", Verb: "update"}, true},
+		{"watching the members' Leases", authorizationv1.ResourceAttributes{Namespace: ns, Group: "coordination.k8s.io", Resource: "leases", Verb: "watch"}, true},
+		{"leader election's events (core API)", authorizationv1.ResourceAttributes{Namespace: ns, Resource: "events", Verb: "create"}, true},
+		{"the coordinator's events", authorizationv1.ResourceAttributes{Namespace: ns, Group: "events.k8s.io", Resource: "events", Verb: "create"}, true},
+		{"reading the ring", authorizationv1.ResourceAttributes{Namespace: ns, Group: "sharding.kubeshard.dev", Resource: "shardrings", Verb: "watch"}, true},
+		{"writing the assignment", authorizationv1.ResourceAttributes{Namespace: ns, Group: "sharding.kubeshard.dev", Resource: "shardrings", Subresource: "status", Verb: "update"}, true},
+		{"LargeData in every namespace", authorizationv1.ResourceAttributes{Group: "data.kubeshard.dev", Resource: "largedata", Verb: "watch"}, true},
+		{"LargeData status", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "data.kubeshard.dev", Resource: "largedata", Subresource: "status", Verb: "patch"}, true},
+		{"summary ConfigMaps", authorizationv1.ResourceAttributes{Namespace: "team-a", Resource: "configmaps", Verb: "create"}, true},
+		{"nothing it does not need: Secrets", authorizationv1.ResourceAttributes{Namespace: ns, Resource: "secrets", Verb: "get"}, false},
+		{"nothing it does not need: changing its own ring's spec", authorizationv1.ResourceAttributes{Namespace: ns, Group: "sharding.kubeshard.dev", Resource: "shardrings", Verb: "update"}, false},
+	}
+	for _, tt := range tests {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               "system:serviceaccount:" + ns + ":" + sa,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+			ResourceAttributes: &tt.attr,
+		}}
+		if err := env.Client.Create(ctx, sar); err != nil {
+			t.Fatalf("asking the API server: %v", err)
+		}
+		if sar.Status.Allowed != tt.want {
+			t.Errorf("%s: %s %s/%s (namespace %q): allowed=%v, want %v", tt.why, tt.attr.Verb, tt.attr.Resource, tt.attr.Subresource, tt.attr.Namespace, sar.Status.Allowed, tt.want)
+		}
+	}
+}

@@ -1,0 +1,193 @@
+package deploy
+
+import (
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kubeshard/kubeshard/test/podrunner"
+)
+
+// TestBase checks deploy/base: the operator with a webhook called through
+// its Service, and certificates left to an overlay.
+func TestBase(t *testing.T) {
+	m := build(t, "deploy/base")
+	checkCommon(t, m)
+	t.Run("ports", func(t *testing.T) { checkPortsMatchArgs(t, m) })
+	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
+}
+
+// TestDefault checks deploy/default: the base with cert-manager's webhook
+// certificate and the Prometheus Operator's monitoring.
+func TestDefault(t *testing.T) {
+	m := build(t, "deploy/default")
+	checkCommon(t, m)
+	t.Run("ports", func(t *testing.T) { checkPortsMatchArgs(t, m) })
+	t.Run("certificate", func(t *testing.T) { checkCertificate(t, m) })
+	t.Run("monitoring", func(t *testing.T) { checkMonitoring(t, m) })
+	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
+}
+
+// TestLocal checks deploy/local against what test/podrunner and make demo
+// provide (deploy/local/README.md).
+func TestLocal(t *testing.T) {
+	m := build(t, "deploy/local")
+	checkCommon(t, m)
+	t.Run("podrunner", func(t *testing.T) { checkLocalContract(t, m) })
+	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
+}
+
+// checkCertificate checks that cert-manager's certificate is valid for the
+// webhook's Service, lands where the operator reads it, and that its CA is
+// injected into the webhook configuration.
+func checkCertificate(t *testing.T, m manifest) {
+	sts, c := operator(t, m)
+	certs := m.all("Certificate")
+	if len(certs) != 1 {
+		t.Fatalf("%d Certificates, want 1", len(certs))
+	}
+	cert := certs[0]
+	secret, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
+	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	issuerKind, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "kind")
+	issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+
+	if issuer := m.find(issuerKind, issuerName); issuerKind != "Issuer" || issuer == nil {
+		t.Errorf("the Certificate's issuer %s %q is not an Issuer of the build", issuerKind, issuerName)
+	} else if _, selfSigned, _ := unstructured.NestedMap(issuer.Object, "spec", "selfSigned"); !selfSigned {
+		t.Errorf("Issuer %s is not selfSigned", issuerName)
+	}
+
+	// The Secret is mounted where --webhook-cert-dir points.
+	certDir, _ := flagValue(c.Args, "webhook-cert-dir")
+	mounted := false
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != secret {
+			continue
+		}
+		mounted = slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool {
+			return vm.Name == v.Name && filepath.Clean(vm.MountPath) == filepath.Clean(certDir)
+		})
+	}
+	if certDir == "" || !mounted {
+		t.Errorf("the Certificate's Secret %q is not mounted at --webhook-cert-dir=%q", secret, certDir)
+	}
+
+	whc := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, m.all("MutatingWebhookConfiguration")[0])
+	if got, want := whc.Annotations["cert-manager.io/inject-ca-from"], cert.GetNamespace()+"/"+cert.GetName(); got != want {
+		t.Errorf("the webhook configuration's cert-manager.io/inject-ca-from is %q, want %q", got, want)
+	}
+	for _, w := range whc.Webhooks {
+		if ref := w.ClientConfig.Service; ref != nil && !slices.Contains(dnsNames, ref.Name+"."+ref.Namespace+".svc") {
+			t.Errorf("webhook %s calls %s.%s.svc, which is not among the Certificate's dnsNames %v", w.Name, ref.Name, ref.Namespace, dnsNames)
+		}
+	}
+}
+
+// checkLocalContract checks the overlay against test/podrunner, which runs
+// the pods as local processes: every port is one podrunner picks, on
+// loopback, and the webhook is called on loopback.
+func checkLocalContract(t *testing.T, m manifest) {
+	sts, c := operator(t, m)
+	for flag, want := range map[string]string{
+		"metrics-bind-address":      "127.0.0.1:$(" + podrunner.EnvMetricsPort + ")",
+		"health-probe-bind-address": "127.0.0.1:$(" + podrunner.EnvHealthPort + ")",
+		"webhook-port":              "$(" + podrunner.EnvWebhookPort + ")",
+		"webhook-cert-dir":          "$(WEBHOOK_CERT_DIR)",
+		"webhook":                   "true",
+	} {
+		if got, _ := flagValue(c.Args, flag); got != want {
+			t.Errorf("--%s is %q, want %q", flag, got, want)
+		}
+	}
+	// make demo selects the pods to run by this label.
+	if got := sts.Spec.Template.Labels["app.kubernetes.io/name"]; got != statefulSetName {
+		t.Errorf("the pods' app.kubernetes.io/name is %q, want %q", got, statefulSetName)
+	}
+
+	// The path comes from the generated configuration, where the Service
+	// reference carries it.
+	generated := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, readDocuments(t, "deploy/base/webhook/manifests.yaml")[0])
+	paths := map[string]string{}
+	for _, w := range generated.Webhooks {
+		paths[w.Name] = *w.ClientConfig.Service.Path
+	}
+	whc := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, m.all("MutatingWebhookConfiguration")[0])
+	for _, w := range whc.Webhooks {
+		cc := w.ClientConfig
+		if want := "https://127.0.0.1:19443" + paths[w.Name]; cc.URL == nil || *cc.URL != want || cc.Service != nil {
+			t.Errorf("webhook %s: clientConfig is %+v, want url %s and no service", w.Name, cc, want)
+		}
+		// make demo injects the CA of the certificate it generates.
+		if len(cc.CABundle) > 0 {
+			t.Errorf("webhook %s has a caBundle; the demo injects it at apply time", w.Name)
+		}
+	}
+
+	for _, u := range m.objs {
+		if foreignKinds[u.GroupVersionKind()] {
+			t.Errorf("%s %s needs another project's CRD, which the local cluster does not have", u.GetKind(), u.GetName())
+		}
+	}
+}
+
+// TestGeneratedManifestsReachTheBuild checks that what controller-gen writes
+// into deploy/base (make generate) reaches the base's build unchanged: a new
+// CRD file must be listed in crd/kustomization.yaml, and no patch may change
+// the generated rules.
+func TestGeneratedManifestsReachTheBuild(t *testing.T) {
+	m := build(t, "deploy/base")
+	files, err := filepath.Glob(filepath.Join(moduleRoot(t), "deploy", "base", "crd", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds := 0
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		for _, want := range readDocuments(t, filepath.Join("deploy", "base", "crd", filepath.Base(f))) {
+			crds++
+			got := m.find("CustomResourceDefinition", want.GetName())
+			if got == nil {
+				t.Errorf("CRD %s (%s) is not in the build; list the file in deploy/base/crd/kustomization.yaml", want.GetName(), filepath.Base(f))
+			} else if !reflect.DeepEqual(got.Object["spec"], want.Object["spec"]) {
+				t.Errorf("the build changed the spec of CRD %s", want.GetName())
+			}
+		}
+	}
+	if crds == 0 {
+		t.Error("no CRDs in deploy/base/crd")
+	}
+
+	for _, want := range readDocuments(t, "deploy/base/rbac/role.yaml") {
+		got := m.find(want.GetKind(), want.GetName())
+		if got == nil || !reflect.DeepEqual(got.Object["rules"], want.Object["rules"]) {
+			t.Errorf("%s %s is missing from the build or its rules changed", want.GetKind(), want.GetName())
+		}
+	}
+
+	generated := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, readDocuments(t, "deploy/base/webhook/manifests.yaml")[0])
+	built := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, m.all("MutatingWebhookConfiguration")[0])
+	if len(built.Webhooks) != len(generated.Webhooks) {
+		t.Fatalf("the build has %d webhooks, controller-gen wrote %d", len(built.Webhooks), len(generated.Webhooks))
+	}
+	for i, want := range generated.Webhooks {
+		got := built.Webhooks[i]
+		// Only the Service's namespace may change: "system" becomes the
+		// operator's namespace.
+		want.ClientConfig.Service.Namespace = operatorNamespace
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("webhook %s changed in the build:\n got %+v\nwant %+v", want.Name, got, want)
+		}
+	}
+	if !strings.HasPrefix(built.Name, "kubeshard-") {
+		t.Errorf("the webhook configuration is named %q; a cluster-scoped object needs a name no other project uses", built.Name)
+	}
+}
