@@ -523,7 +523,7 @@ func TestAMoveWaitsForTheOwnerToReleaseOrExpire(t *testing.T) {
 	died := time.Now()
 	waitFor(t, 30*time.Second, "the ring settles without the ghost", func() (bool, string) { return c.settled("op-0", "op-1") })
 	took := time.Since(died)
-	t.Logf("the ghost's slots were served again %s after its last renewal (lease %ds)", took.Round(time.Millisecond), leaseSeconds)
+	t.Logf("the ghost's slots were served again %s after it stopped renewing (lease %ds; its last renewal was up to 1s earlier)", took.Round(time.Millisecond), leaseSeconds)
 	if took > (leaseSeconds+5)*time.Second {
 		t.Errorf("an expired member's slots took %s to be served again, want at most lease duration + 5s", took)
 	}
