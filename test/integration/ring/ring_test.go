@@ -83,8 +83,9 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 
 // member is one replica of the operator: a manager with its ring membership.
 type member struct {
-	name   string
-	mgr    ctrl.Manager
+	name    string
+	metrics *prometheus.Registry
+	mgr     ctrl.Manager
 	ring   *sharding.Ring
 	cancel context.CancelFunc
 	done   chan error
@@ -159,16 +160,17 @@ func (c *cluster) start(name string) *member {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	reg := prometheus.NewRegistry()
 	r, err := sharding.New(ctx, mgr, sharding.Options{
 		Ring: c.ring, Namespace: c.ns, Member: name,
 		RebalanceQuiet: time.Second, DrainTimeout: 5 * time.Second,
-		Registerer: prometheus.NewRegistry(),
+		Registerer: reg,
 	})
 	if err != nil {
 		cancel()
 		c.t.Fatal(err)
 	}
-	m := &member{name: name, mgr: mgr, ring: r, cancel: cancel, done: make(chan error, 1)}
+	m := &member{name: name, metrics: reg, mgr: mgr, ring: r, cancel: cancel, done: make(chan error, 1)}
 	go func() { m.done <- mgr.Start(ctx) }()
 	c.mu.Lock()
 	c.members[name] = m
@@ -551,4 +553,61 @@ func TestARingThatCannotBeCoordinatedSaysWhy(t *testing.T) {
 		}
 	}
 
+}
+
+// rebalances returns how many times the coordinators changed the target
+// assignment, from their kubeshard_ring_rebalances_total.
+func (c *cluster) rebalances() float64 {
+	total := 0.0
+	for _, m := range c.running() {
+		families, err := m.metrics.Gather()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "kubeshard_ring_rebalances_total" {
+				for _, metric := range f.GetMetric() {
+					total += metric.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+// A StatefulSet scaling from 3 to 10 starts its pods within a moment of each
+// other: the coordinator waits for membership to settle and moves slots once
+// or twice, not once per new member.
+func TestAScaleUpFrom3To10IsOneOrTwoRebalances(t *testing.T) {
+	c := newCluster(t, "ring-burst", 1024)
+	c.watchInvariant(1024)
+	names := []string{"op-0", "op-1", "op-2"}
+	for _, name := range names {
+		c.start(name)
+	}
+	waitFor(t, 60*time.Second, "three members settle", func() (bool, string) { return c.settled(names...) })
+	var leader *member
+	for _, m := range c.running() {
+		if m.elected() {
+			leader = m
+		}
+	}
+	if leader == nil {
+		t.Fatal("no coordinator")
+	}
+	before := c.rebalances()
+
+	for i := 3; i < 10; i++ {
+		name := fmt.Sprintf("op-%d", i)
+		names = append(names, name)
+		c.start(name)
+		time.Sleep(100 * time.Millisecond) // pods of one scale-up start a little apart
+	}
+	slices.Sort(names)
+	took := waitFor(t, 60*time.Second, "ten members settle", func() (bool, string) { return c.settled(names...) })
+	got := c.rebalances() - before
+	t.Logf("scale 3 -> 10: %v rebalances, settled %s after the last member started", got, took.Round(time.Millisecond))
+	if got < 1 || got > 2 {
+		t.Errorf("scaling from 3 to 10 members took %v rebalances, want 1 or 2", got)
+	}
 }
