@@ -86,9 +86,9 @@ type member struct {
 	name    string
 	metrics *prometheus.Registry
 	mgr     ctrl.Manager
-	ring   *sharding.Ring
-	cancel context.CancelFunc
-	done   chan error
+	ring    *sharding.Ring
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 func (m *member) elected() bool {
