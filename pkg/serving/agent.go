@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -138,6 +139,29 @@ func (a *Agent) fenced() {
 	a.gate.CloseAll()
 	a.fencedOnce.Do(func() { close(a.fencedCh) })
 	a.metrics.fenced(a.opts.Ring.Name)
+}
+
+// Admit admits one reconcile of an object of slot; the caller must call
+// leave when it ends. When it refuses, retryAfter says whether to try again:
+//
+//   - zero: the slot is not this member's (never was, or was handed over).
+//     Its owner's cache delivers the object to the owner, so the request
+//     can be dropped.
+//   - positive: the slot is this member's but its Lease is overdue, because a
+//     renewal is late (a slow or restarting API server). The renewal either
+//     succeeds, and the member serves on, or fails, and the member fences
+//     itself. In the first case nothing else would bring the request back,
+//     a RequeueAfter in particular: it must be retried, not dropped.
+func (a *Agent) Admit(slot int) (leave func(), retryAfter time.Duration, ok bool) {
+	if leave, ok := a.gate.Enter(slot); ok {
+		return leave, 0, true
+	}
+	if a.gate.IsServed(slot) && !a.member.Fenced() {
+		a.metrics.refused(a.opts.Ring.Name, reasonLeaseOverdue)
+		return nil, a.opts.RetryPeriod, false
+	}
+	a.metrics.refused(a.opts.Ring.Name, reasonNotServed)
+	return nil, 0, false
 }
 
 // Fenced is closed when the member has fenced itself: from then on it serves

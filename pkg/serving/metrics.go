@@ -14,7 +14,14 @@ type Metrics struct {
 	releases    *prometheus.CounterVec
 	releaseTime *prometheus.HistogramVec
 	fences      *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
 }
+
+// Why Admit refused a request: the values of the reason label.
+const (
+	reasonNotServed    = "not_served"
+	reasonLeaseOverdue = "lease_overdue"
+)
 
 // NewMetrics creates a member's metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer, member string) (*Metrics, error) {
@@ -34,8 +41,12 @@ func NewMetrics(reg prometheus.Registerer, member string) (*Metrics, error) {
 		fences: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kubeshard_member_fenced_total", Help: "Times this member stopped serving because it could not renew its Lease.",
 		}, []string{"ring", "member"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubeshard_member_requests_refused_total",
+			Help: "Reconcile requests this member refused: not_served (another member's slot; dropped) or lease_overdue (its own slot while a Lease renewal is late; retried).",
+		}, []string{"ring", "member", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.slotsServed, m.releases, m.releaseTime, m.fences} {
+	for _, c := range []prometheus.Collector{m.slotsServed, m.releases, m.releaseTime, m.fences, m.refusals} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -59,5 +70,11 @@ func (m *Metrics) released(ring string, n int, took time.Duration) {
 func (m *Metrics) fenced(ring string) {
 	if m != nil {
 		m.fences.WithLabelValues(ring, m.member).Inc()
+	}
+}
+
+func (m *Metrics) refused(ring, reason string) {
+	if m != nil {
+		m.refusals.WithLabelValues(ring, m.member, reason).Inc()
 	}
 }

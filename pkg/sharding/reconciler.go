@@ -19,7 +19,9 @@ var ErrFenced = errors.New("this member stopped serving: its Lease could not be 
 //
 //   - a request for a slot the member does not serve is dropped (its owner
 //     reconciles it);
-//   - a request is admitted only while the member's Lease is fresh;
+//   - a request is admitted only while the member's Lease is fresh; one of a
+//     served slot that arrives while a renewal is late is retried after the
+//     Lease's retry period, since nothing else would bring it back;
 //   - a reconcile in flight delays the handover of its slot until it ends, and
 //     its context is cancelled if the member fences itself.
 //
@@ -28,8 +30,12 @@ var ErrFenced = errors.New("this member stopped serving: its Lease could not be 
 func (r *Ring) Reconciler(inner reconcile.Reconciler) reconcile.Reconciler {
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 		slot := ring.Slot(req.Namespace, req.Name, r.slots)
-		leave, ok := r.agent.Gate().Enter(slot)
+		leave, retryAfter, ok := r.agent.Admit(slot)
 		if !ok {
+			if retryAfter > 0 {
+				logf.FromContext(ctx).V(1).Info("Deferring a request while this member's Lease renewal is late", "slot", slot, "after", retryAfter)
+				return reconcile.Result{RequeueAfter: retryAfter}, nil
+			}
 			logf.FromContext(ctx).V(1).Info("Dropping a request of a slot this member does not serve", "slot", slot)
 			return reconcile.Result{}, nil
 		}

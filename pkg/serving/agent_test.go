@@ -1,0 +1,75 @@
+package serving
+
+import (
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+)
+
+// A request for a slot the member serves must not be lost while its Lease
+// renewal is late: the renewal may still succeed, and then nothing else would
+// bring the request back. A request for another member's slot is dropped.
+func TestAdmitRetriesOwnSlotsWhileTheLeaseIsOverdue(t *testing.T) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(coordinationv1.AddToScheme(scheme))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
+	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
+	sr := &shardingv1alpha1.ShardRing{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+		Status: shardingv1alpha1.ShardRingStatus{Epoch: 1, Members: []shardingv1alpha1.MemberStatus{
+			{Name: "m-0", State: shardingv1alpha1.MemberReady, Slots: "0-1"},
+			{Name: "m-1", State: shardingv1alpha1.MemberReady, Slots: "2-3"},
+		}},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	a, err := NewAgent(c, c, Options{Ring: key, Member: "m-0", Slots: 4, LeaseDuration: 15 * time.Second, Clock: clock}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := a.Member().PublishServing(ctx); err != nil {
+		t.Fatalf("acquiring the Lease: %v", err)
+	}
+	if _, err := a.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+		t.Fatalf("following the assignment: %v", err)
+	}
+
+	leave, retry, ok := a.Admit(0)
+	if !ok || retry != 0 {
+		t.Fatalf("own slot with a fresh Lease: admitted %v, retry after %s; want admitted", ok, retry)
+	}
+	leave()
+	if _, retry, ok := a.Admit(2); ok || retry != 0 {
+		t.Fatalf("another member's slot: admitted %v, retry after %s; want dropped", ok, retry)
+	}
+
+	// The renewal is late: past the renew deadline, not yet fenced.
+	clock.Step(a.opts.RenewDeadline + time.Second)
+	if _, retry, ok := a.Admit(0); ok || retry <= 0 {
+		t.Fatalf("own slot with an overdue Lease: admitted %v, retry after %s; want retried later", ok, retry)
+	}
+	if _, retry, ok := a.Admit(2); ok || retry != 0 {
+		t.Fatalf("another member's slot with an overdue Lease: admitted %v, retry after %s; want dropped", ok, retry)
+	}
+
+	// A renewal that finds the deadline passed fences the member: from then
+	// on it serves nothing and retries nothing.
+	_ = a.Member().PublishServing(ctx)
+	if !a.Member().Fenced() {
+		t.Fatal("the member did not fence itself after its renew deadline")
+	}
+	if _, retry, ok := a.Admit(0); ok || retry != 0 {
+		t.Fatalf("own slot after fencing: admitted %v, retry after %s; want dropped", ok, retry)
+	}
+}
