@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -61,9 +62,7 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 
 	// The member's Lease is read and written directly: a cached read would
 	// only cause conflicts, and a cache of every Lease costs memory.
-	direct, err := client.New(mgr.GetConfig(), client.Options{
-		HTTPClient: mgr.GetHTTPClient(), Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
-	})
+	direct, err := leaseClient(mgr)
 	if err != nil {
 		return nil, fmt.Errorf("creating the member's client: %w", err)
 	}
@@ -130,6 +129,24 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 		}
 	}
 	return &Ring{opts: opts, key: key, slots: slots, agent: agent}, nil
+}
+
+// leaseClient returns a client for the member's Lease with a connection of
+// its own. The manager's HTTP client multiplexes every request on one HTTP/2
+// connection; while a member lists the objects of the slots it gains (tens
+// of thousands of them), a renewal queued behind those responses can miss
+// the renew deadline, and the member would fence itself for being busy.
+// A transport that client-go cannot share (its Proxy is a function, which
+// the transport cache does not compare) gets a connection of its own; the
+// function is client-go's default, so proxies behave as before.
+func leaseClient(mgr ctrl.Manager) (client.Client, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.Proxy = utilnet.NewProxierWithNoProxyCIDR(http.ProxyFromEnvironment)
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 }
 
 // Slots returns the ring's number of slots.
