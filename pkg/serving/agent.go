@@ -164,6 +164,45 @@ func (a *Agent) Admit(slot int) (leave func(), retryAfter time.Duration, ok bool
 	return nil, 0, false
 }
 
+// ErrLeaseLapsed is the cause of a guarded reconcile's cancelled context:
+// the member's Lease was not renewed in time, and another member may serve
+// the slot soon.
+var ErrLeaseLapsed = errors.New("this member's Lease lapsed: another member may serve the slot")
+
+// Guard returns the context for one admitted reconcile. It is cancelled,
+// with cause ErrLeaseLapsed, as soon as the member's last renewal is
+// RenewDeadline old or the member has fenced itself. The renewal loop fences
+// the member at that point too, but it looks only every RetryPeriod; after a
+// pause (SIGSTOP, a long GC pause, a frozen VM) this timer is already due
+// when the process runs again, so the reconcile's next request to the API
+// server fails instead of acting on a slot that may have moved. Call cancel
+// when the reconcile ends.
+func (a *Agent) Guard(ctx context.Context) (guarded context.Context, cancel context.CancelFunc) {
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	go func() {
+		for {
+			deadline := a.member.LastRenewal().Add(a.opts.RenewDeadline)
+			t := a.opts.Clock.NewTimer(deadline.Sub(a.opts.Clock.Now()))
+			select {
+			case <-t.C():
+				if !a.member.Valid() {
+					cancelCause(ErrLeaseLapsed)
+					return
+				}
+				// Renewed meanwhile: wait for the next deadline.
+			case <-a.fencedCh:
+				t.Stop()
+				cancelCause(ErrLeaseLapsed)
+				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+	}()
+	return ctx, func() { cancelCause(nil) }
+}
+
 // Fenced is closed when the member has fenced itself: from then on it serves
 // nothing, and reconciles still running should stop.
 func (a *Agent) Fenced() <-chan struct{} { return a.fencedCh }

@@ -1,6 +1,8 @@
 package serving
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -16,10 +18,10 @@ import (
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 )
 
-// A request for a slot the member serves must not be lost while its Lease
-// renewal is late: the renewal may still succeed, and then nothing else would
-// bring the request back. A request for another member's slot is dropped.
-func TestAdmitRetriesOwnSlotsWhileTheLeaseIsOverdue(t *testing.T) {
+// newTestAgent returns the agent of member m-0 of a ring of four slots, m-0
+// owning 0-1 and m-1 owning 2-3, with its Lease acquired and its slots open.
+func newTestAgent(t *testing.T) (*Agent, *clocktesting.FakeClock) {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	utilruntime.Must(coordinationv1.AddToScheme(scheme))
 	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
@@ -37,14 +39,21 @@ func TestAdmitRetriesOwnSlotsWhileTheLeaseIsOverdue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
-	if err := a.Member().PublishServing(ctx); err != nil {
+	if err := a.Member().PublishServing(t.Context()); err != nil {
 		t.Fatalf("acquiring the Lease: %v", err)
 	}
-	if _, err := a.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+	if _, err := a.Reconcile(t.Context(), reconcile.Request{NamespacedName: key}); err != nil {
 		t.Fatalf("following the assignment: %v", err)
 	}
+	return a, clock
+}
 
+// A request for a slot the member serves must not be lost while its Lease
+// renewal is late: the renewal may still succeed, and then nothing else would
+// bring the request back. A request for another member's slot is dropped.
+func TestAdmitRetriesOwnSlotsWhileTheLeaseIsOverdue(t *testing.T) {
+	a, clock := newTestAgent(t)
+	ctx := t.Context()
 	leave, retry, ok := a.Admit(0)
 	if !ok || retry != 0 {
 		t.Fatalf("own slot with a fresh Lease: admitted %v, retry after %s; want admitted", ok, retry)
@@ -71,5 +80,47 @@ func TestAdmitRetriesOwnSlotsWhileTheLeaseIsOverdue(t *testing.T) {
 	}
 	if _, retry, ok := a.Admit(0); ok || retry != 0 {
 		t.Fatalf("own slot after fencing: admitted %v, retry after %s; want dropped", ok, retry)
+	}
+}
+
+// A reconcile's context ends when the member's Lease lapses, not only when
+// the renewal loop gets round to fencing: after a pause, the reconcile's next
+// request must fail. Renewals in time keep it alive.
+func TestGuardEndsTheReconcileWhenTheLeaseLapses(t *testing.T) {
+	a, clock := newTestAgent(t)
+	ctx, cancel := a.Guard(t.Context())
+	defer cancel()
+	armed := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !clock.HasWaiters() {
+			if time.Now().After(deadline) {
+				t.Fatal("the guard set no timer")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	armed()
+
+	// Renewed halfway: passing the first deadline must not end the reconcile.
+	clock.Step(a.opts.RenewDeadline / 2)
+	if err := a.Member().PublishServing(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(a.opts.RenewDeadline/2 + time.Second)
+	armed() // the guard looked, found the renewal and waits for the next deadline
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("the reconcile's context ended although the Lease was renewed in time: %v", context.Cause(ctx))
+	}
+
+	// No renewal until the next deadline: the context ends, saying why.
+	clock.Step(a.opts.RenewDeadline)
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reconcile's context did not end after the Lease lapsed")
+	}
+	if cause := context.Cause(ctx); !errors.Is(cause, ErrLeaseLapsed) {
+		t.Fatalf("cause %v, want ErrLeaseLapsed", cause)
 	}
 }

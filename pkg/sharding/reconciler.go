@@ -2,17 +2,18 @@ package sharding
 
 import (
 	"context"
-	"errors"
 
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeshard/kubeshard/pkg/ring"
+	"github.com/kubeshard/kubeshard/pkg/serving"
 )
 
-// ErrFenced is the cause of a reconcile's context when the member fenced
-// itself while the reconcile ran: another member may soon serve the object.
-var ErrFenced = errors.New("this member stopped serving: its Lease could not be renewed")
+// ErrLeaseLapsed is the cause of a reconcile's cancelled context when the
+// member's Lease lapsed, or the member fenced itself, while it ran: another
+// member may soon serve the object.
+var ErrLeaseLapsed = serving.ErrLeaseLapsed
 
 // Reconciler wraps the reconciler of a sharded kind (the kind given to For)
 // so that it runs only for objects of the slots this member serves:
@@ -23,7 +24,8 @@ var ErrFenced = errors.New("this member stopped serving: its Lease could not be 
 //     served slot that arrives while a renewal is late is retried after the
 //     Lease's retry period, since nothing else would bring it back;
 //   - a reconcile in flight delays the handover of its slot until it ends, and
-//     its context is cancelled if the member fences itself.
+//     its context is cancelled as soon as the member's Lease lapses (see
+//     serving.Agent.Guard), so that after a pause its next request fails.
 //
 // The slot is computed from the request's namespace and name, which is right
 // for the kind the controller is For.
@@ -40,15 +42,8 @@ func (r *Ring) Reconciler(inner reconcile.Reconciler) reconcile.Reconciler {
 			return reconcile.Result{}, nil
 		}
 		defer leave()
-		ctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		go func() {
-			select {
-			case <-r.agent.Fenced():
-				cancel(ErrFenced)
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := r.agent.Guard(ctx)
+		defer cancel()
 		return inner.Reconcile(ctx, req)
 	})
 }
