@@ -46,6 +46,10 @@ build: ## Build the operator and the load test into bin/.
 test: k8s-bins ## Run every test: unit, integration (envtest on a real API server) and the short end-to-end set.
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: e2e
+e2e: k8s-bins ## Run the full end-to-end set (faults, scaling under load); about 5 minutes. Grep FIGURES for the measurements.
+	KUBESHARD_E2E=full go test $(GO_TEST_FLAGS) -v ./test/e2e/
+
 .PHONY: bench
 bench: ## Run the benchmarks and print their tables (see BENCHMARKS.md).
 	go run ./test/bench/ringbench

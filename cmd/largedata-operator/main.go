@@ -26,10 +26,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/journal"
 	"github.com/kubeshard/kubeshard/pkg/largedata"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
@@ -49,6 +51,7 @@ type config struct {
 	concurrency, workers    int
 	qps                     float64
 	burst                   int
+	journal                 string
 }
 
 func main() {
@@ -86,6 +89,7 @@ Usage: largedata-operator [flags]
 	fs.IntVar(&c.workers, "workers", 4, "Goroutines that transform the records of one batch.")
 	fs.Float64Var(&c.qps, "kube-api-qps", 100, "Client-side rate limit of requests to the API server, per second.")
 	fs.IntVar(&c.burst, "kube-api-burst", 200, "Client-side burst of requests to the API server.")
+	fs.StringVar(&c.journal, "journal", "", "Append one JSON line per reconcile (object, slot, member, generation, start, end, result) to this file, for end-to-end tests that check no two members ever reconcile one slot at once. Default: no journal.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	flag.Parse()
@@ -102,6 +106,9 @@ func (c config) validate() error {
 	}
 	if c.storeKind == "postgres" && c.postgresURL == "" {
 		errs = append(errs, errors.New("--store=postgres needs --postgres-url (or $POSTGRES_URL)"))
+	}
+	if c.journal != "" && !c.sharded {
+		errs = append(errs, errors.New("--journal needs --sharded: it records slots and members"))
 	}
 	if c.concurrency < 1 || c.workers < 1 {
 		errs = append(errs, errors.New("--max-concurrent-reconciles and --workers must be at least 1"))
@@ -173,6 +180,26 @@ func run() error {
 		}
 		ldOpts.Slots = r.Slots()
 		ldOpts.Wrap = r.Reconciler
+		if cfg.journal != "" {
+			j, err := journal.Open(cfg.journal, journal.Options{
+				Member: cfg.member, Slots: r.Slots(), Reader: mgr.GetClient(),
+				NewObject: func() client.Object { return &datav1alpha1.LargeData{} },
+			})
+			if err != nil {
+				return err
+			}
+			// Closed after the manager has stopped, so that the reconciles it
+			// waited for are in the file.
+			defer func() {
+				if err := j.Close(); err != nil {
+					log.Error(err, "Failed to write the journal")
+				}
+			}()
+			// Inside the ring's wrapper: only the reconciles the ring admits.
+			ldOpts.Wrap = func(inner reconcile.Reconciler) reconcile.Reconciler {
+				return r.Reconciler(journal.Wrap(inner, j))
+			}
+		}
 		// Every replica reconciles its own slots; only the coordinator is elected.
 		ldOpts.NeedLeaderElection = ptr.To(false)
 	}

@@ -1,5 +1,16 @@
 // Package e2e runs the LargeData operator as real processes, several
 // replicas of one ring, against a real API server: what a user deploys.
+// Every replica keeps a journal of its reconciles (--journal), and every
+// scenario ends by merging the journals and failing on any two members that
+// reconciled one slot at the same time and on any object whose final
+// generation was never reconciled.
+//
+// A plain go test runs the short set (a member killed, objects labelled
+// without a webhook) on envtest. The full set (make e2e, KUBESHARD_E2E=full)
+// adds a paused member, a killed coordinator, and, on a local control plane
+// with kube-controller-manager (test/localcluster) whose StatefulSet pods run
+// as local processes (test/podrunner), scaling under load and an API server
+// restart. Each scenario logs its measurements on one "FIGURES" line.
 package e2e
 
 import (
@@ -9,7 +20,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kubeshard/kubeshard/internal/testenv"
 )
@@ -25,6 +38,9 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// envtest and localcluster log through controller-runtime; the tests
+	// report what matters themselves.
+	logf.SetLogger(logr.Discard())
 	dir, err := os.MkdirTemp("", "kubeshard-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -70,5 +86,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	defer func() {
+		if err := stopLocalCluster(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
 	return m.Run()
 }

@@ -8,14 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
@@ -27,21 +25,26 @@ import (
 type replica struct {
 	name string
 	cmd  *exec.Cmd
-	done chan error
 	log  string
+
+	exited   chan struct{} // closed once the process has exited
+	err      error         // how it exited; valid once exited is closed
+	exitedAt time.Time     // valid once exited is closed
 }
 
-func startReplica(t *testing.T, ns, name string) *replica {
+// startReplica runs the operator as member name of the ring in ns, with
+// args added to its flags. The process is killed when the test ends.
+func startReplica(t *testing.T, ns, name string, args ...string) *replica {
 	t.Helper()
 	log := filepath.Join(t.TempDir(), name+".log")
 	out, err := os.Create(log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(operator,
+	cmd := exec.Command(operator, append([]string{
 		"--metrics-bind-address=0",
-		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(freePort(t)),
-		"--store=memory")
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(freePort(t)),
+		"--store=memory"}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAME="+name, "POD_NAMESPACE="+ns)
 	cmd.Stdout, cmd.Stderr = out, out
 	// The replica dies with the test process, whatever happens to the test.
@@ -49,27 +52,61 @@ func startReplica(t *testing.T, ns, name string) *replica {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{name: name, cmd: cmd, done: make(chan error, 1), log: log}
-	go func() { r.done <- cmd.Wait(); out.Close() }()
-	t.Cleanup(func() { r.signal(syscall.SIGKILL); <-r.done; r.done <- nil })
+	r := &replica{name: name, cmd: cmd, log: log, exited: make(chan struct{})}
+	go func() {
+		r.err = cmd.Wait()
+		r.exitedAt = time.Now()
+		_ = out.Close()
+		close(r.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-r.exited:
+			// It exited before the test ended: if the test failed, say how,
+			// since a member that fenced itself explains most failures.
+			if t.Failed() && r.err != nil {
+				out, _ := os.ReadFile(r.log)
+				t.Logf("replica %s exited at %s with %v; its log ends:\n%s", r.name,
+					r.exitedAt.Format("15:04:05.000"), r.err, tail(out))
+			}
+		default:
+			r.signal(syscall.SIGKILL)
+			<-r.exited
+		}
+	})
 	return r
 }
 
-func (r *replica) signal(sig syscall.Signal) { _ = r.cmd.Process.Signal(sig) }
+// signal signals the process; a process that has exited is left alone.
+func (r *replica) signal(sig syscall.Signal) {
+	select {
+	case <-r.exited:
+	default:
+		_ = r.cmd.Process.Signal(sig)
+	}
+}
+
+// wait reports whether the process exits within timeout.
+func (r *replica) wait(timeout time.Duration) bool {
+	select {
+	case <-r.exited:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
 
 // stop sends SIGTERM, as the kubelet does on a scale-in, and waits for exit.
 func (r *replica) stop(t *testing.T) {
 	t.Helper()
 	r.signal(syscall.SIGTERM)
-	select {
-	case err := <-r.done:
-		r.done <- err
-		if err != nil {
-			out, _ := os.ReadFile(r.log)
-			t.Errorf("replica %s exited with %v after SIGTERM; a graceful stop must exit 0\n%s", r.name, err, tail(out))
-		}
-	case <-time.After(45 * time.Second):
+	if !r.wait(45 * time.Second) {
 		t.Errorf("replica %s did not exit within 45s of SIGTERM", r.name)
+		return
+	}
+	if r.err != nil {
+		out, _ := os.ReadFile(r.log)
+		t.Errorf("replica %s exited with %v after SIGTERM; a graceful stop must exit 0\n%s", r.name, r.err, tail(out))
 	}
 }
 
@@ -92,52 +129,63 @@ func freePort(t *testing.T) int {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
+	took, why, ok := poll(timeout, cond)
+	if !ok {
+		t.Fatalf("%s: not within %s (%s)", what, timeout, why)
+	}
+	return took
+}
+
+// expectWithin is waitFor for the last check of a scenario: a failure is
+// reported and the test goes on, so that its journals are still checked.
+func expectWithin(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	took, why, ok := poll(timeout, cond)
+	if !ok {
+		t.Errorf("%s: not within %s (%s)", what, timeout, why)
+	}
+	return took
+}
+
+func poll(timeout time.Duration, cond func() (bool, string)) (time.Duration, string, bool) {
 	start := time.Now()
 	var why string
 	for time.Since(start) < timeout {
 		var ok bool
 		if ok, why = cond(); ok {
-			return time.Since(start)
+			return time.Since(start), why, true
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("%s: not within %s (%s)", what, timeout, why)
-	return 0
+	return time.Since(start), why, false
 }
 
 // allReconciled reports whether every LargeData in ns is Ready for its
-// current generation.
-func allReconciled(ctx context.Context, ns string, want int) (bool, string) {
+// current generation, and whether there are want of them (any number if
+// want < 0).
+func allReconciled(ctx context.Context, c client.Client, ns string, want int) (bool, string) {
 	list := &datav1alpha1.LargeDataList{}
-	if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
 		return false, err.Error()
 	}
 	done := 0
+	var pending []string
 	for _, ld := range list.Items {
 		if ld.Status.Phase == datav1alpha1.PhaseReady && ld.Status.ObservedGeneration == ld.Generation {
 			done++
+		} else if len(pending) < 5 {
+			pending = append(pending, fmt.Sprintf("%s (slot %q, phase %q, generation %d, observed %d)", ld.Name,
+				ld.Labels[shardingv1alpha1.LabelSlot], ld.Status.Phase, ld.Generation, ld.Status.ObservedGeneration))
 		}
 	}
-	return done == want && len(list.Items) == want, fmt.Sprintf("%d of %d reconciled", done, want)
+	why := fmt.Sprintf("%d of %d reconciled", done, len(list.Items))
+	if len(pending) > 0 {
+		why += "; not yet: " + strings.Join(pending, ", ")
+	}
+	return done == len(list.Items) && (want < 0 || len(list.Items) == want), why
 }
 
-func ringMembers(ctx context.Context, ns string) (ready bool, members []string) {
-	sr := &shardingv1alpha1.ShardRing{}
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "largedata"}, sr); err != nil {
-		return false, nil
-	}
-	for _, m := range sr.Status.Members {
-		members = append(members, m.Name)
-	}
-	for _, c := range sr.Status.Conditions {
-		if c.Type == shardingv1alpha1.ConditionReady {
-			ready = c.Status == metav1.ConditionTrue
-		}
-	}
-	return ready, members
-}
-
-func createDatasets(t *testing.T, ns string, n int) {
+func createDatasets(t *testing.T, c client.Client, ns string, n int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -148,11 +196,7 @@ func createDatasets(t *testing.T, ns string, n int) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ld := &datav1alpha1.LargeData{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("ds-%04d", i)},
-				Spec:       datav1alpha1.LargeDataSpec{Items: 1000, Seed: int64(i), BatchSize: 500},
-			}
-			if err := env.Client.Create(t.Context(), ld); err != nil {
+			if err := c.Create(t.Context(), newDataset(ns, fmt.Sprintf("ds-%04d", i), int64(i))); err != nil {
 				errs <- err
 			}
 		}()
@@ -165,32 +209,24 @@ func createDatasets(t *testing.T, ns string, n int) {
 }
 
 // TestReplicasShareTheWorkThroughScalingAndACrash runs the operator as
-// separate processes: two replicas reconcile 300 datasets, a third joins, one
-// is killed with SIGKILL, and every dataset is reconciled again for a new
-// generation by the survivors.
+// separate processes: two replicas reconcile 200 datasets, a third joins,
+// and, under a steady load of creates and updates, a member that is not the
+// coordinator is killed with SIGKILL. Its slots must be served again within
+// a lease duration and 5 s, every dataset is reconciled again for a new
+// generation by the survivors, and the journals show no slot reconciled by
+// two members at once and no final generation left unreconciled.
 func TestReplicasShareTheWorkThroughScalingAndACrash(t *testing.T) {
 	ctx := t.Context()
-	const ns, objects = "e2e", 300
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	sr := &shardingv1alpha1.ShardRing{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "largedata"},
-		Spec: shardingv1alpha1.ShardRingSpec{LeaseDurationSeconds: 6, Resources: []shardingv1alpha1.ShardedResource{{
-			GroupResource: shardingv1alpha1.GroupResource{Group: datav1alpha1.GroupVersion.Group, Resource: "largedata"},
-			Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}},
-		}}},
-	}
-	if err := env.Client.Create(ctx, sr); err != nil {
-		t.Fatal(err)
-	}
+	const objects = 200
+	ns := createRing(t, env.Client, "e2e", leaseSeconds)
+	journals := t.TempDir()
 
 	replicas := map[string]*replica{}
 	for _, name := range []string{"op-0", "op-1"} {
-		replicas[name] = startReplica(t, ns, name)
+		replicas[name] = startReplica(t, ns, name, journalFlag(journals, name))
 	}
-	createDatasets(t, ns, objects)
-	took := waitFor(t, 120*time.Second, "two replicas reconcile every dataset", func() (bool, string) { return allReconciled(ctx, ns, objects) })
+	createDatasets(t, env.Client, ns, objects)
+	took := waitReconciled(t, env.Client, ns, objects, 120*time.Second)
 	t.Logf("2 replicas reconciled %d datasets in %s", objects, took.Round(time.Millisecond))
 
 	// No webhook runs here: the labeler gave every dataset its slot.
@@ -199,40 +235,57 @@ func TestReplicasShareTheWorkThroughScalingAndACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ld := range list.Items {
-		if got, want := ld.Labels[shardingv1alpha1.LabelSlot], strconv.Itoa(ring.Slot(ns, ld.Name, 1024)); got != want {
+		if got, want := ld.Labels[shardingv1alpha1.LabelSlot], strconv.Itoa(ring.Slot(ns, ld.Name, ring.DefaultSlots)); got != want {
 			t.Errorf("%s has slot label %q, want %q", ld.Name, got, want)
 		}
 	}
 
-	replicas["op-2"] = startReplica(t, ns, "op-2")
+	replicas["op-2"] = startReplica(t, ns, "op-2", journalFlag(journals, "op-2"))
 	waitFor(t, 60*time.Second, "three replicas share the ring", func() (bool, string) {
-		ready, members := ringMembers(ctx, ns)
-		return ready && len(members) == 3, fmt.Sprintf("ready=%v members=%v", ready, members)
+		return settled(ctx, env.Client, ns, "op-0", "op-1", "op-2")
 	})
 
-	// A crash: the slots of op-1 must be served again within the lease
-	// duration plus a few seconds.
-	replicas["op-1"].signal(syscall.SIGKILL)
+	// A crash of a member that is not the coordinator (killing that one is
+	// another scenario), while users keep creating and changing datasets.
+	victim := "op-0"
+	if coord := waitCoordinator(t, ns, replicas); coord == victim {
+		victim = "op-1"
+	}
+	victimSlots := memberSlots(t, env.Client, ns, victim)
+	load := startLoad(t, env.Client, ns)
+	time.Sleep(2 * time.Second)
+	replicas[victim].signal(syscall.SIGKILL)
 	killed := time.Now()
-	waitFor(t, 30*time.Second, "the survivors take over op-1's slots", func() (bool, string) {
-		ready, members := ringMembers(ctx, ns)
-		return ready && len(members) == 2, fmt.Sprintf("ready=%v members=%v", ready, members)
+	recovery := waitFor(t, 30*time.Second, "the survivors take over the killed member's slots", func() (bool, string) {
+		return servedWithout(ctx, env.Client, ns, victim)
 	})
-	t.Logf("slots of the killed replica served again %s after SIGKILL (lease 6s)", time.Since(killed).Round(time.Millisecond))
+	if recovery > recoveryLimit {
+		t.Errorf("the slots of the killed member were served again %s after SIGKILL, want at most %s (lease %s + 5s)",
+			recovery.Round(time.Millisecond), recoveryLimit, lease)
+	}
+	time.Sleep(2 * time.Second) // the load goes on with the survivors
+	load.stop()
 
 	// A new generation of every dataset is reconciled by the survivors.
 	for i := range list.Items {
 		ld := &list.Items[i]
 		patch := client.MergeFrom(ld.DeepCopy())
-		ld.Spec.Items = 1500
+		ld.Spec.Items = 300
 		if err := env.Client.Patch(ctx, ld, patch); err != nil {
 			t.Fatal(err)
 		}
 	}
-	took = waitFor(t, 120*time.Second, "the survivors reconcile the new generation", func() (bool, string) { return allReconciled(ctx, ns, objects) })
-	t.Logf("2 surviving replicas reconciled the new generation of %d datasets in %s", objects, took.Round(time.Millisecond))
+	took = expectReconciled(t, env.Client, ns, 120*time.Second)
+	t.Logf("2 surviving replicas reconciled the new generation of every dataset in %s", took.Round(time.Millisecond))
 
-	for _, name := range []string{"op-0", "op-2"} {
-		replicas[name].stop(t)
+	for name, r := range replicas {
+		if name != victim {
+			r.stop(t)
+		}
 	}
+	report, entries := checkJournals(t, env.Client, ns, journals, nil)
+	figures(t, "kill-9", append(append([]any{"members", 3, "killed", victim, "lease", lease,
+		"servedAgain", recovery, "limit", recoveryLimit,
+		"firstReconcileInItsSlots", firstReconcileAfter(entries, victimSlots, victim, killed)},
+		load.figures()...), journalFigures(report)...)...)
 }
