@@ -78,12 +78,8 @@ const (
 // startMember creates and starts a member; it returns once the manager runs.
 func startMember(ctx context.Context, env *testenv.Environment, o memberOptions) (*member, error) {
 	w := newWire(o.leaderLease)
-	cfg := rest.CopyConfig(env.Config)
+	cfg := ownConnection(env.Config)
 	cfg.Wrap(w.wrap)
-	// client-go shares one transport, so one HTTP/2 connection, between
-	// configs that look alike; a config with a proxy function gets its own,
-	// as a member in its own pod has.
-	cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
 	opts := ctrl.Options{
 		Scheme:                        env.Scheme,
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
@@ -134,7 +130,12 @@ func startMember(ctx context.Context, env *testenv.Environment, o memberOptions)
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("largedata").
 		For(&datav1alpha1.LargeData{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4, NeedLeaderElection: needLeader}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: 4, NeedLeaderElection: needLeader,
+			// The default of 2 minutes is too short for 100,000 objects on
+			// a busy 2-core machine; the manager would give up and stop.
+			CacheSyncTimeout: 10 * time.Minute,
+		}).
 		Complete(rec)
 	if err != nil {
 		cancel()
@@ -148,6 +149,16 @@ func startMember(ctx context.Context, env *testenv.Environment, o memberOptions)
 		}
 	}()
 	return m, nil
+}
+
+// ownConnection returns a copy of cfg whose clients do not share their
+// connection with other configs. client-go shares one transport, so one
+// HTTP/2 connection, between configs that look alike; one with a proxy
+// function gets its own, as a member in its own pod has.
+func ownConnection(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
+	return cfg
 }
 
 // stop shuts the member down as SIGTERM would: a sharded member leaves the

@@ -13,10 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
+	"github.com/kubeshard/kubeshard/pkg/ring"
 )
 
 // rebalanceFigures are the join 3 -> 4 at the full object count.
@@ -28,7 +30,9 @@ type rebalanceFigures struct {
 	AssignedSeconds     float64 `json:"newMemberAssignedSeconds"`             // its slots assigned, no move pending
 	SettledSeconds      float64 `json:"ringSettledSeconds"`                   // all 4 serve their slots, synced
 	CompactedSeconds    float64 `json:"oldMembersCompactedSeconds"`           // old members dropped the lost slots
-	LoneSyncSeconds     float64 `json:"loneCacheSyncSeconds"`                 // from the memory table: a cache of 1/4 of the slots alone
+	LoneSyncSeconds     float64 `json:"loneCacheSyncSeconds"`                 // a lone cache of the newcomer's slots, just before the join
+	LoneObjects         int     `json:"loneCacheObjects"`
+	PredictedSlots      bool    `json:"loneCacheHadTheNewcomersSlots"`
 	NewMemberSlots      int     `json:"newMemberSlots"`
 	NewMemberGroups     int     `json:"newMemberSlotGroups"`
 	ObjectsInSlots      int     `json:"objectsInNewMemberSlots"`
@@ -200,6 +204,24 @@ func measureRebalance(ctx context.Context, rc *ringCluster, progress io.Writer, 
 	}
 	quietWrites := rc.snapshot(rc.members).sub(before).byResource(isWrite)
 
+	// The baseline of the join's time: a lone cache of the slots the
+	// newcomer will get (the coordinator's ring.Assign, computed here from
+	// the same status), synced just before, under the same load.
+	_, table, err := rc.status(ctx)
+	if err != nil {
+		return f, err
+	}
+	target, err := ring.Assign(table.Target(), memberNames(4), ring.Options{Slots: rc.slots})
+	if err != nil {
+		return f, err
+	}
+	predicted := target.SlotsOf("op-3")
+	lone, err := measureShardCache(ctx, ownConnection(rc.env.Config), cache.Options{Scheme: rc.env.Scheme}, rc.slots, predicted)
+	if err != nil {
+		return f, fmt.Errorf("measuring a lone cache of op-3's slots: %w", err)
+	}
+	f.LoneSyncSeconds, f.LoneObjects = lone.Sync, lone.Objects
+
 	old := slices.Clone(rc.members)
 	before = rc.snapshot(old)
 	fmt.Fprintln(progress, "  rebalance: starting op-3")
@@ -241,6 +263,7 @@ func measureRebalance(ctx context.Context, rc *ringCluster, progress io.Writer, 
 	untilCompacted := rc.snapshot(rc.members).sub(before)
 
 	served := newcomer.cache.Served()
+	f.PredictedSlots = slices.Equal(served, predicted)
 	f.JoinServedSeconds = joined.Seconds()
 	f.AssignedSeconds = assigned.Seconds()
 	f.SettledSeconds = settled.Seconds()
