@@ -47,7 +47,7 @@ test: k8s-bins ## Run every test: unit, integration (envtest on a real API serve
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: e2e
-e2e: k8s-bins ## Run the full end-to-end set (faults, scaling under load); about 5 minutes. Grep FIGURES for the measurements.
+e2e: k8s-bins ## Run the full end-to-end set (faults, scaling under load); about 10 minutes. Grep FIGURES for the measurements.
 	KUBESHARD_E2E=full go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
 .PHONY: bench
