@@ -137,6 +137,10 @@ func run() error {
 	// client-go's default of 5 requests per second would throttle every
 	// replica long before the API server is busy.
 	restCfg.QPS, restCfg.Burst = float32(cfg.qps), cfg.burst
+	if cfg.journal != "" {
+		// Each entry records when its reconcile last sent a request.
+		restCfg.Wrap(journal.TrackRequests)
+	}
 
 	opts := ctrl.Options{
 		Scheme:                 scheme,

@@ -44,6 +44,12 @@ type Entry struct {
 	Start      time.Time `json:"start"`
 	End        time.Time `json:"end"`
 	Result     Result    `json:"result"`
+	// Requests is how many requests the reconcile sent to the API server,
+	// and LastRequest when it sent the last one (zero when none): what it
+	// did that others can see. They are recorded only when the operator's
+	// transport is wrapped with TrackRequests.
+	Requests    int       `json:"requests,omitempty"`
+	LastRequest time.Time `json:"lastRequest,omitzero"`
 }
 
 // Options configure a Journal.

@@ -29,8 +29,10 @@ func Wrap(inner reconcile.Reconciler, j *Journal) reconcile.Reconciler {
 				e.Generation = obj.GetGeneration()
 			}
 		}
-		res, err := inner.Reconcile(ctx, req)
+		sent := &requests{clock: j.opts.Clock}
+		res, err := inner.Reconcile(withRequests(ctx, sent), req)
 		e.End = j.opts.Clock.Now()
+		e.Requests, e.LastRequest = sent.snapshot()
 		switch {
 		case ctx.Err() != nil:
 			e.Result = ResultDropped
