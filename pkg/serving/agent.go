@@ -48,7 +48,11 @@ type Agent struct {
 	floorRead bool
 	published []int
 	pubEpoch  int64
-	leaving   bool
+	// prepared are the slots OnGain has set up (the cache lists them) and
+	// OnLose has not taken down. A failed OnGain leaves its slots open on
+	// the gate but not prepared, so that the next follow tries again.
+	prepared []int
+	leaving  bool
 }
 
 // NewAgent returns the agent of one member. c writes the member's Lease (it
@@ -124,6 +128,9 @@ func (a *Agent) Leave(ctx context.Context) error {
 	if a.opts.OnLose != nil && len(slots) > 0 {
 		a.opts.OnLose(slots)
 	}
+	a.mu.Lock()
+	a.prepared = nil
+	a.mu.Unlock()
 	a.metrics.setServed(a.opts.Ring.Name, 0)
 	if err := a.member.Release(ctx); err != nil {
 		return fmt.Errorf("releasing the member lease: %w", err)
@@ -276,6 +283,7 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
 		if a.opts.OnLose != nil {
 			a.opts.OnLose(lose)
 		}
+		a.prepared = difference(a.prepared, lose)
 		a.metrics.released(a.opts.Ring.Name, len(lose), a.opts.Clock.Since(start))
 		log.V(1).Info("Stopped serving slots", "slots", len(lose))
 	}
@@ -291,11 +299,16 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
 	if len(gain) > 0 {
 		a.gate.Open(gain)
 		log.V(1).Info("Started serving slots", "slots", len(gain))
-		if a.opts.OnGain != nil {
-			if err := a.opts.OnGain(ctx, gain); err != nil {
-				return fmt.Errorf("starting to serve %d slots: %w", len(gain), err)
-			}
+	}
+	// Not only the slots gained now: an earlier OnGain may have failed
+	// (its cache did not sync in time) after its slots were opened. Until
+	// it succeeds their objects are not delivered, and nothing but this
+	// retry would ever deliver them.
+	if unprepared := difference(want, a.prepared); len(unprepared) > 0 && a.opts.OnGain != nil {
+		if err := a.opts.OnGain(ctx, unprepared); err != nil {
+			return fmt.Errorf("starting to serve %d slots: %w", len(unprepared), err)
 		}
+		a.prepared = union(a.prepared, unprepared)
 	}
 	a.metrics.setServed(a.opts.Ring.Name, len(want))
 	return nil

@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,6 +23,17 @@ import (
 // owning 0-1 and m-1 owning 2-3, with its Lease acquired and its slots open.
 func newTestAgent(t *testing.T) (*Agent, *clocktesting.FakeClock) {
 	t.Helper()
+	a, clock := newTestAgentWith(t, nil)
+	if _, err := a.Reconcile(t.Context(), reconcile.Request{NamespacedName: a.opts.Ring}); err != nil {
+		t.Fatalf("following the assignment: %v", err)
+	}
+	return a, clock
+}
+
+// newTestAgentWith is newTestAgent before its first follow, with onGain as
+// its OnGain.
+func newTestAgentWith(t *testing.T, onGain func(context.Context, []int) error) (*Agent, *clocktesting.FakeClock) {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	utilruntime.Must(coordinationv1.AddToScheme(scheme))
 	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
@@ -35,15 +47,12 @@ func newTestAgent(t *testing.T) (*Agent, *clocktesting.FakeClock) {
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
 	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	a, err := NewAgent(c, c, Options{Ring: key, Member: "m-0", Slots: 4, LeaseDuration: 15 * time.Second, Clock: clock}, nil)
+	a, err := NewAgent(c, c, Options{Ring: key, Member: "m-0", Slots: 4, LeaseDuration: 15 * time.Second, Clock: clock, OnGain: onGain}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Member().PublishServing(t.Context()); err != nil {
 		t.Fatalf("acquiring the Lease: %v", err)
-	}
-	if _, err := a.Reconcile(t.Context(), reconcile.Request{NamespacedName: key}); err != nil {
-		t.Fatalf("following the assignment: %v", err)
 	}
 	return a, clock
 }
@@ -122,5 +131,35 @@ func TestGuardEndsTheReconcileWhenTheLeaseLapses(t *testing.T) {
 	}
 	if cause := context.Cause(ctx); !errors.Is(cause, ErrLeaseLapsed) {
 		t.Fatalf("cause %v, want ErrLeaseLapsed", cause)
+	}
+}
+
+// When the cache fails to set up gained slots (it did not sync in time), the
+// next follow of the same assignment must set them up again: otherwise the
+// slots are open but their objects are never delivered, and nothing is
+// reconciled there again.
+func TestFollowRetriesAFailedGain(t *testing.T) {
+	var calls [][]int
+	fail := true
+	a, _ := newTestAgentWith(t, func(_ context.Context, slots []int) error {
+		calls = append(calls, slots)
+		if fail {
+			return errors.New("the slot group did not sync in time")
+		}
+		return nil
+	})
+	req := reconcile.Request{NamespacedName: a.opts.Ring}
+	if _, err := a.Reconcile(t.Context(), req); err == nil {
+		t.Fatal("a failed OnGain was not reported")
+	}
+	fail = false
+	if _, err := a.Reconcile(t.Context(), req); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	if _, err := a.Reconcile(t.Context(), req); err != nil { // nothing left to set up
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || fmt.Sprint(calls[1]) != "[0 1]" {
+		t.Fatalf("OnGain calls %v, want [[0 1] [0 1]]: the failed slots retried once, then nothing", calls)
 	}
 }
