@@ -25,6 +25,7 @@ import (
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/journal"
+	"github.com/kubeshard/kubeshard/pkg/assignment"
 	"github.com/kubeshard/kubeshard/pkg/largedata"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 )
@@ -409,6 +410,32 @@ func (l *load) figures() []any {
 }
 
 // journalFlag is the --journal flag of member, whose journal goes to dir.
+// logDir returns where a scenario's member logs go: t.TempDir(), or, when
+// KUBESHARD_E2E_LOGS names a folder, a folder of it named after the test,
+// kept after the run. Members then also log at debug level (V(1): every
+// slot gained and lost, every request dropped or deferred), for a failure
+// that needs reading after the fact.
+func logDir(t *testing.T) string {
+	keep := os.Getenv("KUBESHARD_E2E_LOGS")
+	if keep == "" {
+		return t.TempDir()
+	}
+	dir := filepath.Join(keep, fmt.Sprintf("%s-%d", t.Name(), time.Now().Unix()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("member logs in %s", dir)
+	return dir
+}
+
+// logLevelArgs are the members' extra logging flags (see logDir).
+func logLevelArgs() []string {
+	if os.Getenv("KUBESHARD_E2E_LOGS") == "" {
+		return nil
+	}
+	return []string{"--zap-log-level=1"}
+}
+
 func journalFlag(dir, member string) string {
 	return "--journal=" + filepath.Join(dir, member+".jsonl")
 }
@@ -438,7 +465,13 @@ func checkJournals(t *testing.T, c client.Client, ns, dir string, excuse func(jo
 		want[ns+"/"+ld.Name] = ld.Generation
 	}
 	r := journal.Check(entries, want)
-	logUnfinished(t, list.Items, entries)
+	owners := assignment.New(ring.DefaultSlots)
+	if sr, err := getRing(context.WithoutCancel(t.Context()), c, ns); err == nil && sr.Status.Epoch > 0 {
+		if table, err := assignment.FromStatus(&sr.Status, ring.DefaultSlots); err == nil {
+			owners = table
+		}
+	}
+	logUnfinished(t, list.Items, entries, owners)
 	var failed []journal.Overlap
 	for _, o := range r.Overlaps {
 		if excuse != nil {
@@ -466,7 +499,7 @@ func checkJournals(t *testing.T, c client.Client, ns, dir string, excuse func(jo
 // logUnfinished logs, for each dataset that is not Ready for its final
 // generation, its last reconciles: which member last worked on it, when and
 // how it ended, to tell a lost requeue from a slow one.
-func logUnfinished(t *testing.T, items []datav1alpha1.LargeData, entries []journal.Entry) {
+func logUnfinished(t *testing.T, items []datav1alpha1.LargeData, entries []journal.Entry, owners *assignment.Table) {
 	t.Helper()
 	for _, ld := range items {
 		if ld.Status.Phase == datav1alpha1.PhaseReady && ld.Status.ObservedGeneration == ld.Generation {
@@ -480,8 +513,9 @@ func logUnfinished(t *testing.T, items []datav1alpha1.LargeData, entries []journ
 					e.Start.Format("15:04:05.000"), e.End.Format("15:04:05.000"), e.Result))
 			}
 		}
-		t.Logf("%s (slot %d) is %q at generation %d, observed %d; its last reconciles: %v", key,
-			ring.Slot(ld.Namespace, ld.Name, ring.DefaultSlots), ld.Status.Phase, ld.Generation,
+		slot := ring.Slot(ld.Namespace, ld.Name, ring.DefaultSlots)
+		t.Logf("%s (slot %d, owned by %q, moving to %q at epoch %d) is %q at generation %d, observed %d; its last reconciles: %v",
+			key, slot, owners.Owner[slot], owners.MoveTo[slot], owners.Epoch, ld.Status.Phase, ld.Generation,
 			ld.Status.ObservedGeneration, last[max(len(last)-5, 0):])
 	}
 }

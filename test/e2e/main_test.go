@@ -11,6 +11,7 @@
 // with kube-controller-manager (test/localcluster) whose StatefulSet pods run
 // as local processes (test/podrunner), scaling under load and an API server
 // restart. Each scenario logs its measurements on one "FIGURES" line.
+// KUBESHARD_E2E_LOGS=<folder> keeps the members' logs there, at debug level.
 package e2e
 
 import (

@@ -36,15 +36,16 @@ type replica struct {
 // args added to its flags. The process is killed when the test ends.
 func startReplica(t *testing.T, ns, name string, args ...string) *replica {
 	t.Helper()
-	log := filepath.Join(t.TempDir(), name+".log")
-	out, err := os.Create(log)
+	log := filepath.Join(logDir(t), name+".log")
+	// Appended: a restarted replica writes after its first incarnation.
+	out, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(operator, append([]string{
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(freePort(t)),
-		"--store=memory"}, args...)...)
+		"--store=memory"}, append(logLevelArgs(), args...)...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAME="+name, "POD_NAMESPACE="+ns)
 	cmd.Stdout, cmd.Stderr = out, out
 	// The replica dies with the test process, whatever happens to the test.

@@ -119,12 +119,12 @@ func startOperatorSet(t *testing.T, cluster *localcluster.Cluster, c client.Clie
 					Containers: []corev1.Container{{
 						Name:  "manager",
 						Image: "largedata-operator", // the runner runs the test's build instead
-						Args: []string{
+						Args: append([]string{
 							"--store=memory",
 							"--metrics-bind-address=0",
 							"--health-probe-bind-address=127.0.0.1:$(HEALTH_PORT)",
 							"--journal=" + filepath.Join(journals, "$(POD_NAME).jsonl"),
-						},
+						}, logLevelArgs()...),
 					}},
 				},
 			},
@@ -143,7 +143,7 @@ func startOperatorSet(t *testing.T, cluster *localcluster.Cluster, c client.Clie
 		Selector:   labels.SelectorFromSet(selector),
 		Binary:     operator,
 		Kubeconfig: cluster.KubeconfigPath,
-		LogDir:     t.TempDir(),
+		LogDir:     logDir(t),
 	})
 	if err != nil {
 		t.Fatal(err)
