@@ -46,6 +46,7 @@ type Reconciler struct {
 	liveSet       string    // the live members at the last reconcile, joined
 	liveChangedAt time.Time // when liveSet last changed
 	pendingSince  time.Time // when a rebalance was first found needed; zero if none
+	timings       timings   // when the pending moves were recorded, for their durations
 }
 
 // Reconcile advances the ring's assignment by one step and records it.
@@ -110,7 +111,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 				"moving", status.MovingSlots, "unowned", status.UnownedSlots)
 		}
 	}
-	r.Metrics.observe(sr.Name, &status, res)
+	r.Metrics.observe(sr.Name, &status, res, r.timings.step(table, res.next, now))
 
 	return reconcile.Result{RequeueAfter: r.requeueAfter(now, wait)}, nil
 }

@@ -57,6 +57,15 @@ func NewMetrics(reg prometheus.Registerer, member string) (*Metrics, error) {
 func (m *Metrics) setServed(ring string, n int) {
 	if m != nil {
 		m.slotsServed.WithLabelValues(ring, m.member).Set(float64(n))
+		// The counters and the histogram start at zero, so that their rates
+		// (and the alert on fencing) read 0 rather than "no data" before the
+		// first event, and the first event is seen as an increase.
+		m.releases.WithLabelValues(ring, m.member)
+		m.releaseTime.WithLabelValues(ring, m.member)
+		m.fences.WithLabelValues(ring, m.member)
+		for _, reason := range []string{reasonNotServed, reasonLeaseOverdue} {
+			m.refusals.WithLabelValues(ring, m.member, reason)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"regexp"
 	"slices"
 	"strings"
@@ -83,6 +84,31 @@ func checkMonitoring(t *testing.T, m manifest) {
 	}
 	if alerts == 0 {
 		t.Error("the PrometheusRule has no alerts")
+	}
+	checkDashboards(t, m)
+}
+
+// checkDashboards checks that the build carries the Grafana dashboards in a
+// ConfigMap that Grafana's sidecar picks up (label grafana_dashboard: "1"),
+// each a JSON document. test/integration/monitoring checks their content.
+func checkDashboards(t *testing.T, m manifest) {
+	var dashboards []string
+	for _, u := range m.all("ConfigMap") {
+		if u.GetLabels()["grafana_dashboard"] != "1" {
+			continue
+		}
+		data, _, _ := unstructured.NestedStringMap(u.Object, "data")
+		for key, doc := range data {
+			if !strings.HasSuffix(key, ".json") || !json.Valid([]byte(doc)) {
+				t.Errorf("ConfigMap %s: %s is not a JSON dashboard", u.GetName(), key)
+			}
+			dashboards = append(dashboards, key)
+		}
+	}
+	slices.Sort(dashboards)
+	want := []string{"kubeshard-loadtest.json", "kubeshard-overview.json", "kubeshard-reconcile.json", "kubeshard-resources.json"}
+	if !slices.Equal(dashboards, want) {
+		t.Errorf("dashboards in ConfigMaps labelled grafana_dashboard: %v, want %v", dashboards, want)
 	}
 }
 
