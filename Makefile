@@ -50,6 +50,10 @@ test: k8s-bins ## Run every test: unit, integration (envtest on a real API serve
 e2e: k8s-bins ## Run the full end-to-end set (faults, scaling under load); about 10 minutes. Grep FIGURES for the measurements.
 	KUBESHARD_E2E=full go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
+.PHONY: e2e-shardselector
+e2e-shardselector: k8s-bins ## The full end-to-end set with selectorMode ShardSelector (API servers with the gate ShardedListAndWatch).
+	KUBESHARD_E2E=full KUBESHARD_E2E_SELECTOR_MODE=ShardSelector go test $(GO_TEST_FLAGS) -v ./test/e2e/
+
 .PHONY: bench
 bench: ## Run the benchmarks and print their tables (see BENCHMARKS.md).
 	go run ./test/bench/ringbench

@@ -159,10 +159,17 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		opts.NewCache = shardcache.NewCacheFunc(shardcache.Options{
+		cacheOpts := shardcache.Options{
 			ShardedObjects: []client.Object{&datav1alpha1.LargeData{}, &corev1.ConfigMap{}},
 			Slots:          int(sr.Spec.Slots),
-		})
+		}
+		if sr.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector {
+			// The API server selects LargeData by uid; the summaries keep
+			// their owner's slot label.
+			cacheOpts.ShardedObjects = []client.Object{&corev1.ConfigMap{}}
+			cacheOpts.ShardSelectorObjects = []client.Object{&datav1alpha1.LargeData{}}
+		}
+		opts.NewCache = shardcache.NewCacheFunc(cacheOpts)
 		opts.LeaderElection = cfg.leaderElect
 		opts.LeaderElectionID = cfg.ring + "-coordinator"
 		opts.LeaderElectionNamespace = cfg.namespace
@@ -183,11 +190,13 @@ func run() error {
 			return err
 		}
 		ldOpts.Slots = r.Slots()
+		ldOpts.ChildSlotByUID = r.ByUID()
 		ldOpts.Wrap = r.Reconciler
 		if cfg.journal != "" {
 			j, err := journal.Open(cfg.journal, journal.Options{
 				Member: cfg.member, Slots: r.Slots(), Reader: mgr.GetClient(),
 				NewObject: func() client.Object { return &datav1alpha1.LargeData{} },
+				ByUID:     r.ByUID(),
 			})
 			if err != nil {
 				return err

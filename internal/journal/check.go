@@ -81,7 +81,9 @@ func Check(entries []Entry, want map[string]int64) Report {
 			c.Dropped++
 		}
 		r.Members[e.Member] = c
-		bySlot[e.Slot] = append(bySlot[e.Slot], e)
+		if e.Slot >= 0 { // -1: the slot is unknown (ByUID, object gone)
+			bySlot[e.Slot] = append(bySlot[e.Slot], e)
+		}
 	}
 
 	for _, slot := range slices.Sorted(maps.Keys(bySlot)) {

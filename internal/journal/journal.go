@@ -70,6 +70,12 @@ type Options struct {
 	// Reader.
 	NewObject func() client.Object
 
+	// ByUID computes each entry's slot from the object's uid, as a ring in
+	// selectorMode ShardSelector does (ring.UIDSlot), instead of from its
+	// namespace and name. Needs Reader; an entry whose object could not be
+	// read gets slot -1, which Check leaves out of the overlap check.
+	ByUID bool
+
 	// FlushInterval bounds how long an entry stays in memory before it is
 	// written to the file. Default: 100ms.
 	FlushInterval time.Duration
@@ -102,6 +108,8 @@ func (o Options) validate() error {
 		return errors.New("journal: Options.FlushInterval must not be negative")
 	case o.Reader != nil && o.NewObject == nil:
 		return errors.New("journal: Options.NewObject is required with Options.Reader")
+	case o.ByUID && o.Reader == nil:
+		return errors.New("journal: Options.ByUID needs Options.Reader, to read each object's uid")
 	}
 	return nil
 }

@@ -25,8 +25,15 @@ func Wrap(inner reconcile.Reconciler, j *Journal) reconcile.Reconciler {
 			obj := j.opts.NewObject()
 			// A failed read (the object is gone) leaves the generation out;
 			// the reconcile itself still runs and is recorded.
-			if err := j.opts.Reader.Get(ctx, req.NamespacedName, obj); err == nil {
+			err := j.opts.Reader.Get(ctx, req.NamespacedName, obj)
+			if err == nil {
 				e.Generation = obj.GetGeneration()
+			}
+			if j.opts.ByUID {
+				e.Slot = -1
+				if err == nil {
+					e.Slot = ring.UIDSlot(string(obj.GetUID()), j.opts.Slots)
+				}
 			}
 		}
 		sent := &requests{clock: j.opts.Clock}

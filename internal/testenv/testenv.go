@@ -3,8 +3,12 @@ package testenv
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -23,6 +27,10 @@ type Options struct {
 	// served by a webhook server the test starts (see envtest's
 	// WebhookInstallOptions). Default: none.
 	WebhookPaths []string
+
+	// FeatureGates are kube-apiserver feature gates to set, such as
+	// {"ShardedListAndWatch": true}. Default: the server's defaults.
+	FeatureGates map[string]bool
 }
 
 // Environment is a running control plane.
@@ -71,6 +79,9 @@ func Start(opts Options) (*Environment, error) {
 		Scheme:                scheme,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: opts.WebhookPaths},
 	}
+	if len(opts.FeatureGates) > 0 {
+		env.ControlPlane.GetAPIServer().Configure().Set("feature-gates", FeatureGatesFlag(opts.FeatureGates))
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane: %w", err)
@@ -110,4 +121,14 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// FeatureGatesFlag writes gates as the value of kube-apiserver's
+// --feature-gates flag, sorted by name: "A=true,B=false".
+func FeatureGatesFlag(gates map[string]bool) string {
+	parts := make([]string, 0, len(gates))
+	for _, name := range slices.Sorted(maps.Keys(gates)) {
+		parts = append(parts, name+"="+strconv.FormatBool(gates[name]))
+	}
+	return strings.Join(parts, ",")
 }

@@ -93,6 +93,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 
 	status := buildStatus(&sr.Status, sr.Generation, res.next, members, !rebalance && wait > 0)
+	setServerSideSharding(&status, &sr.Spec, sr.Generation, members)
 	if !apiequality.Semantic.DeepEqual(status, sr.Status) {
 		old := sr.Status.DeepCopy()
 		sr.Status = status

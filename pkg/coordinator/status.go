@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,11 @@ const (
 	ReasonNoLiveMembers     = "NoLiveMembers"
 	ReasonInvalidRing       = "InvalidRing"
 	ReasonMembershipChanged = "MembershipChanged"
+
+	// Reasons of the ServerSideSharding condition (selectorMode ShardSelector).
+	ReasonShardSelectorApplied     = "ShardSelectorApplied"
+	ReasonShardSelectorIgnored     = "ShardSelectorIgnored"
+	ReasonShardSelectorNotReported = "NotReported"
 )
 
 // buildStatus returns the status that records table t for the given members.
@@ -130,4 +136,45 @@ func invalidRingStatus(old *shardingv1alpha1.ShardRingStatus, generation int64, 
 		Message: msg, ObservedGeneration: generation,
 	})
 	return st
+}
+
+// setServerSideSharding sets the ServerSideSharding condition of a ring in
+// selectorMode ShardSelector from what its live members published on their
+// Leases; in selectorMode Labels the condition does not apply and is removed.
+// One member that found the selector ignored makes it False: that member
+// filters every object of the sharded kinds itself, which is correct but
+// costs what sharding was meant to save.
+func setServerSideSharding(st *shardingv1alpha1.ShardRingStatus, spec *shardingv1alpha1.ShardRingSpec, generation int64, members []membership.MemberInfo) {
+	if spec.SelectorMode != shardingv1alpha1.SelectorModeShardSelector {
+		meta.RemoveStatusCondition(&st.Conditions, shardingv1alpha1.ConditionServerSideSharding)
+		return
+	}
+	var ignored []string
+	live, applied := 0, 0
+	for _, m := range members {
+		if !m.Live {
+			continue
+		}
+		live++
+		switch m.ShardSelector {
+		case shardingv1alpha1.ShardSelectorIgnored:
+			ignored = append(ignored, m.Name)
+		case shardingv1alpha1.ShardSelectorApplied:
+			applied++
+		}
+	}
+	c := metav1.Condition{Type: shardingv1alpha1.ConditionServerSideSharding, ObservedGeneration: generation}
+	switch {
+	case len(ignored) > 0:
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonShardSelectorIgnored
+		c.Message = fmt.Sprintf("The API server ignores shardSelector (enable its feature gate ShardedListAndWatch, Kubernetes 1.36 or later); "+
+			"members %s receive every object of the sharded kinds and filter them themselves", strings.Join(ignored, ", "))
+	case live > 0 && applied == live:
+		c.Status, c.Reason = metav1.ConditionTrue, ReasonShardSelectorApplied
+		c.Message = "The API server selects each member's objects by uid hash"
+	default:
+		c.Status, c.Reason = metav1.ConditionUnknown, ReasonShardSelectorNotReported
+		c.Message = fmt.Sprintf("%d of %d live members have reported whether the API server applies shardSelector", applied, live)
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
 }

@@ -175,7 +175,9 @@ func (l *Labeler) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("labeler: resolving the kinds of ShardRing %s: %w", l.opts.Ring, err)
 	}
-	gvks := append(kinds.Sharded(), kinds.Children()...)
+	// In selectorMode ShardSelector the sharded kinds carry no label: the
+	// API server selects them by uid. Only their children are labelled.
+	gvks := kinds.Labelled()
 
 	c, err := l.newCache(gvks)
 	if err != nil {
@@ -225,7 +227,7 @@ func (l *Labeler) Start(ctx context.Context) error {
 		l.mu.Unlock()
 	}()
 
-	log.Info("Starting labeler", "sharded", groupKinds(kinds.Sharded()), "children", groupKinds(kinds.Children()))
+	log.Info("Starting labeler", "kinds", groupKinds(gvks), "byUID", kinds.ByUID())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 3)

@@ -110,7 +110,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		errs  []error
 	)
 	s.next = make(map[objectKey]string, len(s.suspects))
-	for _, gvk := range append(s.Kinds.Sharded(), s.Kinds.Children()...) {
+	for _, gvk := range s.Kinds.Labelled() {
 		for restarts := 0; ; restarts++ {
 			res, err := s.sweepKind(ctx, gvk)
 			total.Objects += res.Objects

@@ -45,6 +45,11 @@ type Options struct {
 	// (ring.DefaultSlots).
 	Slots int
 
+	// ChildSlotByUID labels the summary ConfigMap with the slot of its
+	// owner's uid, as a ring in selectorMode ShardSelector places it
+	// (sharding.Ring.ByUID). Default false: selectorMode Labels.
+	ChildSlotByUID bool
+
 	// BatchInterval is the pause between two batches of one dataset. The
 	// next batch is a new reconcile that queues behind other objects', so a
 	// large dataset does not starve small ones. Default: 1 millisecond.

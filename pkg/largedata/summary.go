@@ -63,7 +63,11 @@ func (r *Reconciler) publishSummary(ctx context.Context, ld *datav1alpha1.LargeD
 		}
 		// The child lives on its owner's slot: without the label, the member
 		// that serves the owner would not see it in its cache.
-		slotlabel.LabelChild(ld, cm, r.opts.Slots)
+		if r.opts.ChildSlotByUID {
+			slotlabel.LabelChildByUID(ld, cm, r.opts.Slots)
+		} else {
+			slotlabel.LabelChild(ld, cm, r.opts.Slots)
+		}
 		if cm.Labels == nil {
 			cm.Labels = map[string]string{}
 		}

@@ -156,7 +156,8 @@ type Member struct {
 	// stays cheap while a renewal hangs.
 	mu          sync.Mutex
 	serving     []int
-	epoch       int64 // the ring status epoch the serving slots were decided at
+	epoch       int64  // the ring status epoch the serving slots were decided at
+	selector    string // AnnotationShardSelector; "" leaves it off
 	acquired    bool
 	lastRenewal time.Time
 	released    bool
@@ -270,7 +271,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 
 	m.mu.Lock()
 	released, fenced, acquired, last := m.released, m.fenced, m.acquired, m.lastRenewal
-	serving, epoch := m.serving, m.epoch
+	serving, epoch, selector := m.serving, m.epoch, m.selector
 	m.mu.Unlock()
 	switch {
 	case released:
@@ -298,7 +299,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: m.key.Namespace, Name: m.key.Name}}
-		m.fill(lease, now, serving, epoch, true)
+		m.fill(lease, now, serving, epoch, selector, true)
 		if err := m.client.Create(ctx, lease); err != nil {
 			return fmt.Errorf("creating lease %s: %w", m.key, err)
 		}
@@ -307,7 +308,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 	default:
 		// An existing Lease that this Member has not written yet is a previous
 		// incarnation's (a restart of the pod): take it over at once.
-		m.fill(lease, now, serving, epoch, !acquired)
+		m.fill(lease, now, serving, epoch, selector, !acquired)
 		if err := m.client.Update(ctx, lease); err != nil {
 			return fmt.Errorf("renewing lease %s: %w", m.key, err)
 		}
@@ -324,7 +325,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 // (labels and annotations of others). acquiring marks the start of a tenure:
 // a new acquireTime and, for an existing Lease, one more transition, so that an
 // observer can tell a restarted member from one that kept renewing.
-func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int, epoch int64, acquiring bool) {
+func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int, epoch int64, selector string, acquiring bool) {
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
 	}
@@ -335,6 +336,14 @@ func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int,
 	}
 	lease.Annotations[shardingv1alpha1.AnnotationServing] = ring.FormatRanges(serving)
 	lease.Annotations[shardingv1alpha1.AnnotationEpoch] = strconv.FormatInt(epoch, 10)
+	switch {
+	case selector != "":
+		lease.Annotations[shardingv1alpha1.AnnotationShardSelector] = selector
+	case acquiring:
+		// A previous incarnation's finding is not this process's: the
+		// API server may have been reconfigured since.
+		delete(lease.Annotations, shardingv1alpha1.AnnotationShardSelector)
+	}
 
 	holder := m.opts.Name
 	lease.Spec.HolderIdentity = &holder
@@ -422,6 +431,16 @@ func (m *Member) SetServing(slots []int, epoch int64) {
 	m.mu.Lock()
 	m.serving = sorted
 	m.epoch = max(m.epoch, epoch)
+	m.mu.Unlock()
+}
+
+// SetShardSelector records what the member found the API server does with its
+// shardSelector (shardingv1alpha1.ShardSelectorApplied or ShardSelectorIgnored);
+// the next renewal publishes it as AnnotationShardSelector, for the
+// coordinator's ServerSideSharding condition.
+func (m *Member) SetShardSelector(state string) {
+	m.mu.Lock()
+	m.selector = state
 	m.mu.Unlock()
 }
 

@@ -522,3 +522,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// What the member found about shardSelector reaches its Lease, and a restarted
+// member does not inherit its previous incarnation's finding.
+func TestShardSelectorFindingIsPublishedAndNotInherited(t *testing.T) {
+	api := newAPIServer()
+	env := newTestMember(t, api)
+	env.m.SetShardSelector(shardingv1alpha1.ShardSelectorIgnored)
+	if err := env.m.renewOnce(t.Context()); err != nil {
+		t.Fatalf("renewOnce: %v", err)
+	}
+	if got := api.lease(t).Annotations[shardingv1alpha1.AnnotationShardSelector]; got != shardingv1alpha1.ShardSelectorIgnored {
+		t.Fatalf("annotation %q = %q, want %q", shardingv1alpha1.AnnotationShardSelector, got, shardingv1alpha1.ShardSelectorIgnored)
+	}
+
+	restarted := newTestMember(t, api)
+	if err := restarted.m.renewOnce(t.Context()); err != nil {
+		t.Fatalf("renewOnce after a restart: %v", err)
+	}
+	if got, ok := api.lease(t).Annotations[shardingv1alpha1.AnnotationShardSelector]; ok {
+		t.Errorf("a restarted member kept its predecessor's finding %q", got)
+	}
+}

@@ -89,6 +89,12 @@ type MemberInfo struct {
 	// which acknowledges no move.
 	Epoch int64
 
+	// ShardSelector is what the member found the API server does with its
+	// shardSelector, from AnnotationShardSelector: ShardSelectorApplied,
+	// ShardSelectorIgnored, or "" when it has not said (selectorMode Labels,
+	// or before its first slot group synced).
+	ShardSelector string
+
 	// LeaseDuration is the Lease's spec.leaseDurationSeconds, or the Tracker's
 	// default when the Lease has none.
 	LeaseDuration time.Duration
@@ -190,6 +196,7 @@ func (t *Tracker) Observe(lease *coordinationv1.Lease) {
 			info.Epoch = epoch
 		}
 	}
+	info.ShardSelector = lease.Annotations[shardingv1alpha1.AnnotationShardSelector]
 	o.info = info
 	t.leases[lease.Name] = o
 }

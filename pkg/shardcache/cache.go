@@ -39,6 +39,7 @@ type Cache struct {
 	cfg       *rest.Config
 	base      cache.Options // with Scheme, Mapper and HTTPClient filled in
 	sharded   map[schema.GroupVersionKind]bool
+	byUID     map[schema.GroupVersionKind]bool           // selected by shardSelector; also in sharded
 	byObject  map[schema.GroupVersionKind]cache.ByObject // the manager's settings for sharded kinds
 	unsharded cache.Cache
 
@@ -56,6 +57,8 @@ type Cache struct {
 	groups    []*group        // every group not retired
 	kinds     map[kindKey]*kind
 	nextGroup int
+
+	selector selectorState // what the API server does with shardSelector
 }
 
 // NewCacheFunc returns a cache.NewCacheFunc for ctrl.Options.NewCache.
@@ -82,6 +85,7 @@ func New(cfg *rest.Config, base cache.Options, opts Options) (*Cache, error) {
 		cfg:      cfg,
 		base:     base,
 		sharded:  make(map[schema.GroupVersionKind]bool, len(opts.ShardedObjects)),
+		byUID:    map[schema.GroupVersionKind]bool{},
 		byObject: map[schema.GroupVersionKind]cache.ByObject{},
 		newCache: cache.New,
 		started:  make(chan struct{}),
@@ -94,6 +98,17 @@ func New(cfg *rest.Config, base cache.Options, opts Options) (*Cache, error) {
 			return nil, fmt.Errorf("finding the kind of sharded object %T: %w", obj, err)
 		}
 		c.sharded[gvk] = true
+	}
+	for _, obj := range opts.ShardSelectorObjects {
+		gvk, err := apiutil.GVKForObject(obj, base.Scheme)
+		if err != nil {
+			return nil, fmt.Errorf("finding the kind of shard-selector object %T: %w", obj, err)
+		}
+		if c.sharded[gvk] {
+			return nil, fmt.Errorf("shardcache: %s is in both ShardedObjects and ShardSelectorObjects; a kind is selected one way", gvk.Kind)
+		}
+		c.sharded[gvk] = true
+		c.byUID[gvk] = true
 	}
 
 	unsharded := base
@@ -141,7 +156,8 @@ func withClients(cfg *rest.Config, base cache.Options) (cache.Options, error) {
 
 // groupOptions are the options of the cache of a group of slots: the
 // manager's, with the slot requirement added to every sharded kind's label
-// selector.
+// selector, and the slots' shardSelector set on every list and watch of the
+// kinds selected by uid.
 func (c *Cache) groupOptions(slots []int) (cache.Options, error) {
 	values := make([]string, len(slots))
 	for i, s := range slots {
@@ -153,14 +169,20 @@ func (c *Cache) groupOptions(slots []int) (cache.Options, error) {
 	}
 	strip := cache.TransformStripManagedFields()
 	opts := c.base
-	opts.ByObject = make(map[client.Object]cache.ByObject, len(c.opts.ShardedObjects))
-	for _, obj := range c.opts.ShardedObjects {
+	opts.ByObject = make(map[client.Object]cache.ByObject, len(c.opts.ShardedObjects)+len(c.opts.ShardSelectorObjects))
+	if len(c.byUID) > 0 {
+		opts.NewInformer = c.shardSelectorInformer(slots, c.base.NewInformer)
+	}
+	for _, obj := range slices.Concat(c.opts.ShardedObjects, c.opts.ShardSelectorObjects) {
 		gvk, _ := apiutil.GVKForObject(obj, c.base.Scheme) // New checked it
+		byUID := c.byUID[gvk]
 		bo := c.byObject[gvk]
 		if bo.Label == nil {
 			bo.Label = c.base.DefaultLabelSelector
 		}
-		bo.Label = withRequirement(bo.Label, *req)
+		if !byUID {
+			bo.Label = withRequirement(bo.Label, *req)
+		}
 		if bo.Transform == nil {
 			bo.Transform = c.base.DefaultTransform
 		}
@@ -174,7 +196,7 @@ func (c *Cache) groupOptions(slots []int) (cache.Options, error) {
 		if namespaces != nil {
 			namespaces = maps.Clone(namespaces)
 			for ns, cfg := range namespaces {
-				if cfg.LabelSelector != nil {
+				if cfg.LabelSelector != nil && !byUID {
 					cfg.LabelSelector = withRequirement(cfg.LabelSelector, *req)
 				}
 				if cfg.Transform != nil {

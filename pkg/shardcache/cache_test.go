@@ -30,6 +30,10 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 	if err := (Options{}).withDefaults().validate(); err == nil {
 		t.Error("Options without ShardedObjects passed validation")
 	}
+	byUID := Options{ShardSelectorObjects: []client.Object{&datav1alpha1.LargeData{}}}
+	if err := byUID.withDefaults().validate(); err != nil {
+		t.Errorf("Options with only ShardSelectorObjects: %v", err)
+	}
 }
 
 func TestACacheServingNothingFindsNothing(t *testing.T) {

@@ -125,6 +125,7 @@ func (c *Cache) startLocked(g *group) {
 		defer c.wg.Done()
 		if g.cache.WaitForCacheSync(ctx) {
 			close(g.synced)
+			c.groupSynced()
 		}
 	}()
 }

@@ -277,7 +277,7 @@ func (h *groupHandler) OnDelete(obj any) {
 // replacement it also returns the informer of the group being replaced, to
 // check Adds against.
 func (c *Cache) route(g *group, key kindKey, obj any) (bool, cache.Informer) {
-	s, ok := c.slotOf(obj)
+	s, ok := c.slotOf(key.gvk, obj)
 	if !ok {
 		return false, nil
 	}

@@ -22,8 +22,20 @@ type Options struct {
 	// ShardedObjects are the kinds selected by the slot label: the sharded
 	// kinds and their child kinds, for instance &LargeData{} and
 	// &corev1.ConfigMap{}. An object of one of these kinds without a valid
-	// slot label is invisible through the cache. Required.
+	// slot label is invisible through the cache. Required unless
+	// ShardSelectorObjects names a kind.
 	ShardedObjects []client.Object
+
+	// ShardSelectorObjects are kinds selected by uid instead of by slot
+	// label, with the API server's shardSelector (KEP-5866): in selectorMode
+	// ShardSelector, the ring's sharded kinds (their children stay in
+	// ShardedObjects). An object's slot is ring.UIDSlot of its uid; its
+	// labels do not matter. When the API server ignores the selector (the
+	// ShardedListAndWatch feature gate is off, or the server is older), the
+	// cache filters what it receives by itself: it holds the same objects,
+	// but receives and decodes all of them (see Cache.OnShardSelector).
+	// Optional.
+	ShardSelectorObjects []client.Object
 
 	// Slots is the ring's number of slots (spec.slots); slot labels outside
 	// [0, Slots) are never served. Default ring.DefaultSlots (1024).
@@ -59,8 +71,8 @@ func (o Options) withDefaults() Options {
 
 func (o Options) validate() error {
 	switch {
-	case len(o.ShardedObjects) == 0:
-		return errors.New("shardcache: Options.ShardedObjects names no kind")
+	case len(o.ShardedObjects) == 0 && len(o.ShardSelectorObjects) == 0:
+		return errors.New("shardcache: Options.ShardedObjects and Options.ShardSelectorObjects name no kind")
 	case o.Slots < 1:
 		return errors.New("shardcache: Options.Slots must be at least 1")
 	case o.CompactAfter < 0:

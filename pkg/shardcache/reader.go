@@ -10,11 +10,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/ring"
 )
 
 // Get reads an object. An object of a sharded kind is found only in a served
@@ -42,7 +44,7 @@ func (c *Cache) Get(ctx context.Context, key client.ObjectKey, obj client.Object
 			}
 			return fmt.Errorf("reading %s from slot group %d: %w", key, g.id, err)
 		}
-		if c.visible(g, found) {
+		if c.visible(g, kk.gvk, found) {
 			// found is a copy of obj's type, so this is the copy
 			// controller-runtime's reader makes into obj.
 			reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(found).Elem())
@@ -94,7 +96,7 @@ func (c *Cache) List(ctx context.Context, list client.ObjectList, opts ...client
 		if err != nil {
 			return fmt.Errorf("reading the list of slot group %d: %w", g.id, err)
 		}
-		items = append(items, c.filterVisible(g, got)...)
+		items = append(items, c.filterVisible(g, kk.gvk, got)...)
 	}
 	if limit > 0 && int64(len(items)) > limit {
 		items = items[:limit]
@@ -106,14 +108,20 @@ func (c *Cache) List(ctx context.Context, list client.ObjectList, opts ...client
 	return nil
 }
 
-// slotOf reads an object's slot label; ok is false without a valid one.
-func (c *Cache) slotOf(obj any) (int, bool) {
+// slotOf returns the slot of obj, an object of kind gvk: the slot of its
+// uid for a kind selected by shardSelector, else its slot label. ok is false
+// without a valid one.
+func (c *Cache) slotOf(gvk schema.GroupVersionKind, obj any) (int, bool) {
 	if t, isTomb := obj.(toolscache.DeletedFinalStateUnknown); isTomb {
 		obj = t.Obj
 	}
 	m, err := apimeta.Accessor(obj)
 	if err != nil {
 		return 0, false
+	}
+	if c.byUID[gvk] {
+		s := ring.UIDSlot(string(m.GetUID()), c.opts.Slots)
+		return s, s >= 0
 	}
 	v, ok := m.GetLabels()[shardingv1alpha1.LabelSlot]
 	if !ok {
@@ -128,8 +136,8 @@ func (c *Cache) slotOf(obj any) (int, bool) {
 
 // visible tells whether g answers reads for obj: its slot is served and g
 // owns it.
-func (c *Cache) visible(g *group, obj any) bool {
-	s, ok := c.slotOf(obj)
+func (c *Cache) visible(g *group, gvk schema.GroupVersionKind, obj any) bool {
+	s, ok := c.slotOf(gvk, obj)
 	if !ok {
 		return false
 	}
@@ -138,12 +146,12 @@ func (c *Cache) visible(g *group, obj any) bool {
 	return c.owner[s] == g
 }
 
-func (c *Cache) filterVisible(g *group, items []runtime.Object) []runtime.Object {
+func (c *Cache) filterVisible(g *group, gvk schema.GroupVersionKind, items []runtime.Object) []runtime.Object {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := items[:0]
 	for _, item := range items {
-		if s, ok := c.slotOf(item); ok && c.owner[s] == g {
+		if s, ok := c.slotOf(gvk, item); ok && c.owner[s] == g {
 			out = append(out, item)
 		}
 	}

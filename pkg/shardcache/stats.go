@@ -18,7 +18,7 @@ func (c *Cache) Counts() map[schema.GroupVersionKind]int {
 	for _, st := range c.snapshot() {
 		for kk, inf := range st.informers {
 			for _, obj := range storeOf(inf) {
-				if s, ok := c.slotOf(obj); ok && st.owner[s] == st.g {
+				if s, ok := c.slotOf(kk.gvk, obj); ok && st.owner[s] == st.g {
 					counts[kk.gvk]++
 				}
 			}

@@ -6,7 +6,6 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/serving"
 )
 
@@ -27,11 +26,23 @@ var ErrLeaseLapsed = serving.ErrLeaseLapsed
 //     its context is cancelled as soon as the member's Lease lapses (see
 //     serving.Agent.Guard), so that after a pause its next request fails.
 //
-// The slot is computed from the request's namespace and name, which is right
-// for the kind the controller is For.
+// In selectorMode Labels the slot is computed from the request's namespace and
+// name, which is right for the kind the controller is For. In selectorMode
+// ShardSelector it is the slot of the object's uid, which the request lacks:
+// the object is read from the manager's cache, which holds only the served
+// slots' objects, so a request for an object that is not there (another
+// member's, or deleted) is dropped. Deletion work belongs in a finalizer: an
+// object with a finalizer stays readable until the finalizer is removed.
 func (r *Ring) Reconciler(inner reconcile.Reconciler) reconcile.Reconciler {
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-		slot := ring.Slot(req.Namespace, req.Name, r.slots)
+		slot, found, err := r.slotOf(ctx, req)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if !found {
+			logf.FromContext(ctx).V(1).Info("Dropping a request of an object this member does not hold")
+			return reconcile.Result{}, nil
+		}
 		leave, retryAfter, ok := r.agent.Admit(slot)
 		if !ok {
 			if retryAfter > 0 {

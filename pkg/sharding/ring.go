@@ -38,6 +38,7 @@ type Ring struct {
 	key   types.NamespacedName
 	slots int
 	agent *serving.Agent
+	uid   *uidSlots // selectorMode ShardSelector; nil in selectorMode Labels
 }
 
 // New makes the manager's replica a member of the ring: it holds the
@@ -58,6 +59,13 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 	slots := int(sr.Spec.Slots)
 	if slots == 0 {
 		slots = ring.DefaultSlots
+	}
+	var uid *uidSlots
+	if sr.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector {
+		var err error
+		if uid, err = newUIDSlots(mgr, sr, slots); err != nil {
+			return nil, err
+		}
 	}
 
 	// The member's Lease is read and written directly: a cached read would
@@ -128,7 +136,12 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 			return nil, fmt.Errorf("adding the slot-label webhook: %w", err)
 		}
 	}
-	return &Ring{opts: opts, key: key, slots: slots, agent: agent}, nil
+	if uid != nil {
+		if err := uid.report(mgr.GetCache(), agent.Member(), mgr.GetLogger().WithName("kubeshard"), opts); err != nil {
+			return nil, err
+		}
+	}
+	return &Ring{opts: opts, key: key, slots: slots, agent: agent, uid: uid}, nil
 }
 
 // leaseClient returns a client for the member's Lease with a connection of
@@ -148,6 +161,11 @@ func leaseClient(mgr ctrl.Manager) (client.Client, error) {
 	}
 	return client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 }
+
+// ByUID reports whether the ring is in selectorMode ShardSelector: objects of
+// the sharded kind have the slot of their uid (ring.UIDSlot) and no slot
+// label; their children carry the label (slotlabel.LabelChildByUID).
+func (r *Ring) ByUID() bool { return r.uid != nil }
 
 // Slots returns the ring's number of slots.
 func (r *Ring) Slots() int { return r.slots }

@@ -3,5 +3,7 @@
 // derives from its namespace and name, a child's from its controller owner's,
 // so the answer is a pure function of the object and the ring's spec: the
 // webhook, the labeler and an operator creating children all agree without
-// looking anything up.
+// looking anything up. In selectorMode ShardSelector only children are
+// labelled, with the slot of their owner's uid, which their ownerReference
+// carries.
 package slotlabel

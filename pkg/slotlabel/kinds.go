@@ -19,6 +19,9 @@ import (
 // A Kinds is immutable and safe for concurrent use.
 type Kinds struct {
 	slots int
+	// byUID: selectorMode ShardSelector. Slots derive from uids, and only
+	// children carry the slot label.
+	byUID bool
 
 	// sharded maps each sharded kind to whether it is namespaced: the owner
 	// of a child has the child's namespace only when its kind is namespaced.
@@ -42,6 +45,7 @@ func NewKinds(spec shardingv1alpha1.ShardRingSpec, mapper meta.RESTMapper) (*Kin
 		slots:   int(spec.Slots),
 		sharded: make(map[schema.GroupKind]bool, len(spec.Resources)),
 		owners:  map[schema.GroupKind]map[schema.GroupKind]struct{}{},
+		byUID:   spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector,
 	}
 	if k.slots == 0 {
 		k.slots = ring.DefaultSlots
@@ -102,6 +106,21 @@ func (k *Kinds) Sharded() []schema.GroupVersionKind { return slices.Clone(k.shar
 // Children returns the child kinds in the order of the spec, each once.
 func (k *Kinds) Children() []schema.GroupVersionKind { return slices.Clone(k.childGVKs) }
 
+// ByUID reports whether the ring is in selectorMode ShardSelector: a sharded
+// object's slot derives from its uid, the API server selects the sharded
+// kinds by uid hash, and only children carry the slot label.
+func (k *Kinds) ByUID() bool { return k.byUID }
+
+// Labelled returns the kinds whose objects carry the slot label, in the order
+// of the spec: the sharded kinds and the child kinds, or in selectorMode
+// ShardSelector the child kinds only.
+func (k *Kinds) Labelled() []schema.GroupVersionKind {
+	if k.byUID {
+		return k.Children()
+	}
+	return append(k.Sharded(), k.childGVKs...)
+}
+
 // IsSharded reports whether gk is a sharded kind of the ring.
 func (k *Kinds) IsSharded(gk schema.GroupKind) bool {
 	_, ok := k.sharded[gk]
@@ -114,21 +133,29 @@ func (k *Kinds) IsChild(gk schema.GroupKind) bool {
 	return ok
 }
 
-// SlotOf returns the slot of obj, an object of kind gk. A child (an object of
-// a child kind whose controller ownerReference points to a sharded kind that
-// lists it) gets its owner's slot, computed from the reference alone; this
-// wins when a kind is both sharded and a child, so that a child always lives
-// with its owner. Any other object of a sharded kind gets the slot of its own
-// namespace and name.
+// SlotOf returns the slot label obj, an object of kind gk, must carry. A
+// child (an object of a child kind whose controller ownerReference points to
+// a sharded kind that lists it) gets its owner's slot, computed from the
+// reference alone (the owner's namespace and name, or in selectorMode
+// ShardSelector its uid); this wins when a kind is both sharded and a child,
+// so that a child always lives with its owner. Any other object of a sharded
+// kind gets the slot of its own namespace and name.
 //
-// ok is false when obj has no slot: its kind is not in the ring, it is of a
-// child kind but not controlled by a sharded owner, or it has no name yet
-// (generateName, at admission).
+// ok is false when obj carries no slot label: its kind is not in the ring, it
+// is of a child kind but not controlled by a sharded owner, it has no name yet
+// (generateName, at admission), or the ring is in selectorMode ShardSelector
+// and obj is not a child (the API server selects it by uid; see ring.UIDSlot).
 func (k *Kinds) SlotOf(obj metav1.Object, gk schema.GroupKind) (slot int, ok bool) {
 	if owners, isChild := k.owners[gk]; isChild {
 		if ref := metav1.GetControllerOfNoCopy(obj); ref != nil && ref.Name != "" {
 			if ogk, known := refGroupKind(ref); known {
 				if _, listed := owners[ogk]; listed {
+					if k.byUID {
+						if ref.UID == "" {
+							return 0, false
+						}
+						return ring.UIDSlot(string(ref.UID), k.slots), true
+					}
 					ns := ""
 					if k.sharded[ogk] {
 						ns = obj.GetNamespace()
@@ -138,7 +165,7 @@ func (k *Kinds) SlotOf(obj metav1.Object, gk schema.GroupKind) (slot int, ok boo
 			}
 		}
 	}
-	if _, sharded := k.sharded[gk]; sharded && obj.GetName() != "" {
+	if _, sharded := k.sharded[gk]; sharded && obj.GetName() != "" && !k.byUID {
 		return ring.Slot(obj.GetNamespace(), obj.GetName(), k.slots), true
 	}
 	return 0, false

@@ -242,3 +242,52 @@ func equalGVKs(a, b []schema.GroupVersionKind) bool {
 	}
 	return true
 }
+
+// In selectorMode ShardSelector only children are labelled, with the slot of
+// their owner's uid, which the reference carries.
+func TestSlotOfByUID(t *testing.T) {
+	spec := testSpec(64)
+	spec.SelectorMode = shardingv1alpha1.SelectorModeShardSelector
+	k, err := slotlabel.NewKinds(spec, testMapper())
+	if err != nil {
+		t.Fatalf("NewKinds: %v", err)
+	}
+	if !k.ByUID() {
+		t.Fatal("ByUID() = false for selectorMode ShardSelector")
+	}
+	if got, want := k.Labelled(), []schema.GroupVersionKind{configMap, secret}; !equalGVKs(got, want) {
+		t.Errorf("Labelled() = %v, want only the children %v", got, want)
+	}
+
+	owner := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Namespace: "ns", Name: "owner", UID: "7d3c0a9e-5b1f-4c2e-9a8d-1e2f3a4b5c6d",
+	}}
+	if _, ok := k.SlotOf(owner, largeData.GroupKind()); ok {
+		t.Error("SlotOf a sharded object is ok in selectorMode ShardSelector; it must not be labelled")
+	}
+	child := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Namespace: "ns", Name: "child",
+		OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: largeData.GroupVersion().String(), Kind: largeData.Kind, Name: "owner",
+			UID: owner.UID, Controller: ptrTo(true),
+		}},
+	}}
+	want := ring.UIDSlot(string(owner.UID), 64)
+	if got, ok := k.SlotOf(child, configMap.GroupKind()); !ok || got != want {
+		t.Errorf("SlotOf(child) = %d, %v; want the owner's uid slot %d", got, ok, want)
+	}
+	child.OwnerReferences[0].UID = ""
+	if _, ok := k.SlotOf(child, configMap.GroupKind()); ok {
+		t.Error("SlotOf a child whose reference has no uid is ok; its slot is unknown")
+	}
+
+	labelled := &metav1.PartialObjectMetadata{}
+	if !slotlabel.LabelChildByUID(owner, labelled, 64) || labelled.Labels[shardingv1alpha1.LabelSlot] != slotlabel.Value(want) {
+		t.Errorf("LabelChildByUID set labels %v, want slot %d", labelled.Labels, want)
+	}
+	if slotlabel.LabelChildByUID(&metav1.PartialObjectMetadata{}, labelled, 64) {
+		t.Error("LabelChildByUID with an owner without uid reported true")
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -41,6 +41,19 @@ func Read(obj metav1.Object, slots int) (slot int, ok bool) {
 	return slot, true
 }
 
+// LabelChildByUID is LabelChild for a ring in selectorMode ShardSelector: the
+// owner's slot is the slot of its uid (ring.UIDSlot), which the API server
+// selects it by. It reports false and leaves child alone when the owner has no
+// uid yet, which an owner read from the API server always has.
+func LabelChildByUID(owner, child metav1.Object, slots int) bool {
+	slot := ring.UIDSlot(string(owner.GetUID()), slots)
+	if slot < 0 {
+		return false
+	}
+	SetSlotLabel(child, slot)
+	return true
+}
+
 // LabelChild gives child, before the operator creates it, the slot of its
 // owner in a ring of the given number of slots: the owner's slot label, or
 // when the owner has no valid one, the slot of the owner's namespace and name.

@@ -398,3 +398,23 @@ func equalMaps(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// In selectorMode ShardSelector the sharded kind is selected by uid and left
+// unlabelled; a child gets the slot of its owner's uid from its reference.
+func TestHandleByUID(t *testing.T) {
+	sr := testRing()
+	sr.Spec.SelectorMode = shardingv1alpha1.SelectorModeShardSelector
+	f := newFixture(t, fakeReader(sr))
+
+	req := request(t, admissionv1.Create, largeDataGK, "largedata", largeData("dataset", nil), nil)
+	resp := f.h.Handle(t.Context(), req)
+	if got := admitted(t, req, resp); len(got) != 0 || len(resp.Patches) > 0 {
+		t.Errorf("a LargeData was given labels %v (patch %v); selectorMode ShardSelector labels none", got, resp.Patches)
+	}
+
+	req = request(t, admissionv1.Create, configMapGK, "configmaps", configMap("summary", &largeDataGK, "dataset"), nil)
+	want := slotlabel.Value(ring.UIDSlot("owner-uid", slots))
+	if got := admitted(t, req, f.h.Handle(t.Context(), req)); got[shardingv1alpha1.LabelSlot] != want {
+		t.Errorf("a child got slot label %q, want %q, the slot of its owner's uid", got[shardingv1alpha1.LabelSlot], want)
+	}
+}

@@ -60,8 +60,7 @@ func TestPausedMemberFencesItself(t *testing.T) {
 	}
 	// Objects of the paused member's slots, created after the takeover, are
 	// reconciled by the others while it is still frozen.
-	inItsSlots := namesInSlots(ns, "paused", victimSlots, 5)
-	createNamed(t, env.Client, ns, inItsSlots)
+	inItsSlots := createInSlots(t, env.Client, ns, "paused", victimSlots, 5)
 	waitFor(t, 2*lease, "the others reconcile objects of the paused member's slots", func() (bool, string) {
 		return namesReconciled(ctx, env.Client, ns, inItsSlots)
 	})

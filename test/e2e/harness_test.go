@@ -79,7 +79,7 @@ func createRing(t *testing.T, c client.Client, prefix string, leaseDurationSecon
 	}
 	sr := &shardingv1alpha1.ShardRing{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ringName},
-		Spec: shardingv1alpha1.ShardRingSpec{LeaseDurationSeconds: leaseDurationSeconds, Resources: []shardingv1alpha1.ShardedResource{{
+		Spec: shardingv1alpha1.ShardRingSpec{LeaseDurationSeconds: leaseDurationSeconds, SelectorMode: selectorMode(), Resources: []shardingv1alpha1.ShardedResource{{
 			GroupResource: shardingv1alpha1.GroupResource{Group: datav1alpha1.GroupVersion.Group, Resource: "largedata"},
 			Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}},
 		}}},
@@ -513,7 +513,7 @@ func logUnfinished(t *testing.T, items []datav1alpha1.LargeData, entries []journ
 					e.Start.Format("15:04:05.000"), e.End.Format("15:04:05.000"), e.Result))
 			}
 		}
-		slot := ring.Slot(ld.Namespace, ld.Name, ring.DefaultSlots)
+		slot := datasetSlot(&ld)
 		t.Logf("%s (slot %d, owned by %q, moving to %q at epoch %d) is %q at generation %d, observed %d; its last reconciles: %v",
 			key, slot, owners.Owner[slot], owners.MoveTo[slot], owners.Epoch, ld.Status.Phase, ld.Generation,
 			ld.Status.ObservedGeneration, last[max(len(last)-5, 0):])

@@ -62,7 +62,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	env, err = testenv.Start(testenv.Options{})
+	env, err = testenv.Start(testenv.Options{FeatureGates: apiServerGates()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -236,10 +236,15 @@ func TestReplicasShareTheWorkThroughScalingAndACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ld := range list.Items {
-		if got, want := ld.Labels[shardingv1alpha1.LabelSlot], strconv.Itoa(ring.Slot(ns, ld.Name, ring.DefaultSlots)); got != want {
+		got, labelled := ld.Labels[shardingv1alpha1.LabelSlot]
+		switch want := strconv.Itoa(ring.Slot(ns, ld.Name, ring.DefaultSlots)); {
+		case byUID() && labelled:
+			t.Errorf("%s has slot label %q; selectorMode ShardSelector labels no dataset", ld.Name, got)
+		case !byUID() && got != want:
 			t.Errorf("%s has slot label %q, want %q", ld.Name, got, want)
 		}
 	}
+	expectServerSideSharding(t, env.Client, ns)
 
 	replicas["op-2"] = startReplica(t, ns, "op-2", journalFlag(journals, "op-2"))
 	waitFor(t, 60*time.Second, "three replicas share the ring", func() (bool, string) {

@@ -56,6 +56,14 @@ func TestShardRingLifecycle(t *testing.T) {
 		t.Errorf("changing spec.slots: got %v, want an Invalid error saying slots is immutable", err)
 	}
 
+	// So is its selector mode: it decides every object's slot.
+	changed = got.DeepCopy()
+	changed.Spec.SelectorMode = shardingv1alpha1.SelectorModeShardSelector
+	err = c.Update(ctx, changed)
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "selectorMode is immutable") {
+		t.Errorf("changing spec.selectorMode: got %v, want an Invalid error saying selectorMode is immutable", err)
+	}
+
 	// Other fields stay mutable.
 	got.Spec.LeaseDurationSeconds = 30
 	if err := c.Update(ctx, got); err != nil {
@@ -67,6 +75,22 @@ func TestShardRingLifecycle(t *testing.T) {
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(ring), &shardingv1alpha1.ShardRing{}); !apierrors.IsNotFound(err) {
 		t.Errorf("reading a deleted ShardRing: got %v, want NotFound", err)
+	}
+}
+
+func TestShardRingSelectorModeShardSelector(t *testing.T) {
+	ring := &shardingv1alpha1.ShardRing{
+		ObjectMeta: metav1.ObjectMeta{Name: "by-uid", Namespace: "default"},
+		Spec: shardingv1alpha1.ShardRingSpec{
+			Resources:    largeDataResource(),
+			SelectorMode: shardingv1alpha1.SelectorModeShardSelector,
+		},
+	}
+	if err := env.Client.Create(t.Context(), ring); err != nil {
+		t.Fatalf("creating a ShardRing with selectorMode ShardSelector: %v", err)
+	}
+	if err := env.Client.Delete(t.Context(), ring); err != nil {
+		t.Fatalf("deleting the ShardRing: %v", err)
 	}
 }
 
@@ -177,9 +201,6 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			s.Resources = append(s.Resources, s.Resources[0])
 		}), "each resource may be listed only once"},
 		{"ring with a bad resource name", ring(func(s *shardingv1alpha1.ShardRingSpec) { s.Resources[0].Resource = "Large Data" }), "spec.resources[0].resource"},
-		{"ring with the reserved selector mode", ring(func(s *shardingv1alpha1.ShardRingSpec) {
-			s.SelectorMode = shardingv1alpha1.SelectorModeShardSelector
-		}), "selectorMode ShardSelector (KEP-5866) is reserved"},
 		{"ring with an unknown selector mode", ring(func(s *shardingv1alpha1.ShardRingSpec) { s.SelectorMode = "Random" }), "spec.selectorMode"},
 		{"dataset with negative items", largeData(func(s *datav1alpha1.LargeDataSpec) { s.Items = -1 }), "spec.items"},
 		{"dataset with negative batch size", largeData(func(s *datav1alpha1.LargeDataSpec) { s.BatchSize = -5 }), "spec.batchSize"},

@@ -20,4 +20,17 @@ const (
 	// coordinator trusts a serving list only for moves that the member had
 	// already seen.
 	AnnotationEpoch = "sharding.kubeshard.dev/epoch"
+
+	// AnnotationShardSelector, on a member's Lease in selectorMode
+	// ShardSelector, says whether the API server applied the member's
+	// shardSelector when it last listed a sharded kind: "Applied" or
+	// "Ignored". The coordinator turns it into the ring's ServerSideSharding
+	// condition.
+	AnnotationShardSelector = "sharding.kubeshard.dev/shard-selector"
+)
+
+// Values of AnnotationShardSelector.
+const (
+	ShardSelectorApplied = "Applied"
+	ShardSelectorIgnored = "Ignored"
 )

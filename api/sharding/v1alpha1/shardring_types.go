@@ -11,8 +11,10 @@ type SelectorMode string
 const (
 	// SelectorModeLabels selects by the slot label (any Kubernetes version).
 	SelectorModeLabels SelectorMode = "Labels"
-	// SelectorModeShardSelector selects by hash ranges of metadata.uid with the
-	// server-side shardSelector of KEP-5866 (reserved, not implemented yet).
+	// SelectorModeShardSelector selects the sharded kinds by hash ranges of
+	// metadata.uid with the server-side shardSelector of KEP-5866 (Kubernetes
+	// 1.36 and later, feature gate ShardedListAndWatch); no label is written
+	// on them. Children still carry the slot label, taken from their owner.
 	SelectorModeShardSelector SelectorMode = "ShardSelector"
 )
 
@@ -83,11 +85,13 @@ type ShardRingSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(x, self.exists_one(y, y.group == x.group && y.resource == x.resource))",message="each resource may be listed only once"
 	Resources []ShardedResource `json:"resources"`
 
-	// SelectorMode says how members select the objects of their slots. Only
-	// Labels is supported today; ShardSelector is reserved for KEP-5866.
+	// SelectorMode says how members select the objects of their slots:
+	// Labels (any Kubernetes version; slot = xxhash of namespace/name, kept in
+	// the slot label) or ShardSelector (slot = the range of the FNV-1a hash of
+	// metadata.uid, selected by the API server; needs the ShardedListAndWatch
+	// feature gate, and falls back to filtering in the member without it).
 	// +optional
 	// +default="Labels"
-	// +kubebuilder:validation:XValidation:rule="self == 'Labels'",message="selectorMode ShardSelector (KEP-5866) is reserved and not supported yet; use Labels"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="selectorMode is immutable: it decides every object's slot"
 	SelectorMode SelectorMode `json:"selectorMode,omitempty"`
 }
@@ -148,6 +152,12 @@ const (
 	ConditionRebalancing = "Rebalancing"
 	// ConditionDegraded: some slot has no live owner.
 	ConditionDegraded = "Degraded"
+	// ConditionServerSideSharding, in selectorMode ShardSelector only: the
+	// API server applies the members' shardSelector. False means at least one
+	// member found it ignored (feature gate off, or an older server) and
+	// filters its watches itself: correct, but every member then receives
+	// every object of the sharded kinds.
+	ConditionServerSideSharding = "ServerSideSharding"
 )
 
 // ShardRingStatus is the assignment of slots to members, written only by the
@@ -186,7 +196,8 @@ type ShardRingStatus struct {
 	// +optional
 	UnownedSlots int32 `json:"unownedSlots,omitempty"`
 
-	// Conditions: Ready, Rebalancing and Degraded.
+	// Conditions: Ready, Rebalancing, Degraded and, in selectorMode
+	// ShardSelector, ServerSideSharding.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
