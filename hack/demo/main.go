@@ -39,6 +39,7 @@ import (
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/webhookcert"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
 	"github.com/kubeshard/kubeshard/test/localcluster"
 	"github.com/kubeshard/kubeshard/test/podrunner"
@@ -127,7 +128,7 @@ func run(objects, namespaces int, exit bool) error {
 	// the caBundle. If member 0 is down, failurePolicy Ignore admits objects
 	// unlabelled and the labeler labels them.
 	certDir := filepath.Join(work, "webhook-certs")
-	caBundle, err := webhookCert(certDir)
+	caBundle, err := webhookcert.Write(certDir, "kubeshard-demo-webhook")
 	if err != nil {
 		return err
 	}

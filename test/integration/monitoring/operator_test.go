@@ -2,15 +2,8 @@ package monitoring
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +22,7 @@ import (
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/webhookcert"
 	"github.com/kubeshard/kubeshard/test/localcluster"
 	"github.com/kubeshard/kubeshard/test/podrunner"
 )
@@ -99,7 +93,7 @@ func startOperator(t *testing.T, replicas int) *operatorSet {
 	// deploy/local calls the webhook at a fixed port that make demo uses;
 	// this test must not collide with a demo, so it moves the URL.
 	certDir := filepath.Join(work, "webhook-certs")
-	ca, err := writeWebhookCert(certDir)
+	ca, err := webhookcert.Write(certDir, "kubeshard-monitoring-test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,42 +259,4 @@ func (s *operatorSet) logTails() {
 		out, _ := os.ReadFile(path)
 		s.t.Logf("%s:\n%s", filepath.Base(path), tail(out, 30))
 	}
-}
-
-// writeWebhookCert writes a self-signed serving certificate for 127.0.0.1
-// into dir (tls.crt and tls.key, as controller-runtime's webhook server reads
-// them) and returns it PEM-encoded, to be the webhook's caBundle.
-func writeWebhookCert(dir string) ([]byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "kubeshard-monitoring-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("creating the webhook certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o600); err != nil {
-		return nil, err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	return certPEM, os.WriteFile(filepath.Join(dir, "tls.key"), keyPEM, 0o600)
 }

@@ -1,4 +1,7 @@
-package main
+// Package webhookcert writes self-signed serving certificates for webhooks
+// that a local API server calls on loopback: the demo, the load test and the
+// monitoring test run the operator's webhook that way.
+package webhookcert
 
 import (
 	"crypto/ecdsa"
@@ -15,17 +18,18 @@ import (
 	"time"
 )
 
-// webhookCert writes a self-signed serving certificate for 127.0.0.1 into
-// dir (tls.crt, tls.key, as controller-runtime's webhook server reads them)
-// and returns it PEM-encoded, to be the webhook configuration's caBundle.
-func webhookCert(dir string) ([]byte, error) {
+// Write writes a self-signed serving certificate for 127.0.0.1 named
+// commonName into dir (tls.crt, tls.key, as controller-runtime's webhook
+// server reads them) and returns it PEM-encoded, to be the webhook
+// configuration's caBundle.
+func Write(dir, commonName string) ([]byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "kubeshard-demo-webhook"},
+		Subject:               pkix.Name{CommonName: commonName},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
