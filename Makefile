@@ -41,6 +41,11 @@ verify: ## Fail if generated files are stale, code is not gofmt'ed, go vet compl
 .PHONY: build
 build: ## Build the operator and the load test into bin/.
 	go build -o $(BIN)/largedata-operator ./cmd/largedata-operator
+	go build -o $(BIN)/loadtest ./loadtest
+
+.PHONY: loadtest
+loadtest: k8s-bins ## Run a load test on a local cluster (LOADTEST_FLAGS, see loadtest/README.md); reports in bin/loadtest/report.
+	go run ./loadtest run $(LOADTEST_FLAGS)
 
 .PHONY: test
 test: k8s-bins ## Run every test: unit, integration (envtest on a real API server) and the short end-to-end set.

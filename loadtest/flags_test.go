@@ -1,0 +1,57 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseSchedule(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    []scaleStep
+		wantErr bool
+	}{
+		{in: "", want: nil},
+		{in: "5@30s", want: []scaleStep{{5, 30 * time.Second}}},
+		{in: "5@0s, 4@2m", want: []scaleStep{{5, 0}, {4, 2 * time.Minute}}},
+		{in: "5", wantErr: true},
+		{in: "five@30s", wantErr: true},
+		{in: "5@soon", wantErr: true},
+		{in: "-1@1s", wantErr: true},
+		{in: "5@2m,4@1m", wantErr: true},
+	} {
+		got, err := parseSchedule(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("parseSchedule(%q) error %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("parseSchedule(%q) = %v, want %v", tc.in, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("parseSchedule(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		}
+	}
+}
+
+func TestClientFlagsRejectZeroQPS(t *testing.T) {
+	for _, tc := range []struct {
+		qps   float64
+		burst int
+		ok    bool
+	}{
+		{1000, 2000, true},
+		{-1, 0, true},
+		{0, 10, false},
+		{-5, 10, false},
+		{10, 0, false},
+	} {
+		f := clientFlags{qps: tc.qps, burst: tc.burst}
+		if err := f.validate(); (err == nil) != tc.ok {
+			t.Errorf("qps %v burst %d: error %v, want ok %v", tc.qps, tc.burst, err, tc.ok)
+		}
+	}
+}

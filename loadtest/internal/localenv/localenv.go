@@ -1,0 +1,330 @@
+// Package localenv gives the load test a cluster when it has no kubeconfig:
+// a local control plane (test/localcluster), deploy/local applied, and the
+// operator's StatefulSet pods run as local processes (test/podrunner), the
+// way hack/demo does, so that scaling the StatefulSet adds and removes real
+// members.
+package localenv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	appsv1 "k8s.io/api/apps/v1"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/webhookcert"
+	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"
+	"github.com/kubeshard/kubeshard/test/localcluster"
+	"github.com/kubeshard/kubeshard/test/podrunner"
+)
+
+// What deploy/local sets up.
+const (
+	Namespace   = "kubeshard-system"
+	StatefulSet = "largedata-operator"
+	Ring        = "largedata"
+)
+
+// Options configure Start.
+type Options struct {
+	// Dir receives the operator binary, the cluster's data and logs and the
+	// members' logs. Required; Start empties it first.
+	Dir string
+	// Members is the StatefulSet's replicas at the start. Default 1.
+	Members int
+	// OperatorArgs are appended to the operator container's args, such as
+	// --kube-api-qps=500. Default: none.
+	OperatorArgs []string
+	// Progress receives one line per step; nil prints nothing.
+	Progress io.Writer
+}
+
+// Env is a running local cluster with the operator.
+type Env struct {
+	// Config reaches the API server as a cluster administrator.
+	Config *rest.Config
+	// Kubeconfig is the path of the admin kubeconfig.
+	Kubeconfig string
+
+	cluster    *localcluster.Cluster
+	runner     *podrunner.Runner
+	stopRunner context.CancelFunc
+	runnerDone chan error
+}
+
+// Start builds the operator and starts everything. ctx bounds the start;
+// the processes run until Stop, which the caller must call also when Start
+// fails (it stops what was started).
+func Start(ctx context.Context, opts Options) (_ *Env, err error) {
+	if opts.Dir == "" {
+		return nil, errors.New("localenv: Options.Dir is required")
+	}
+	if opts.Members == 0 {
+		opts.Members = 1
+	}
+	step := func(msg string) {
+		if opts.Progress != nil {
+			fmt.Fprintf(opts.Progress, "==> %s\n", msg)
+		}
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+
+	step("Building the operator")
+	operator := filepath.Join(opts.Dir, "largedata-operator")
+	build := exec.CommandContext(ctx, "go", "build", "-o", operator, "./cmd/largedata-operator")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the operator: %w\n%s", err, out)
+	}
+
+	step("Starting etcd, kube-apiserver and kube-controller-manager on loopback")
+	cluster, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(opts.Dir, "cluster")})
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Config: rest.CopyConfig(cluster.Config), Kubeconfig: cluster.KubeconfigPath, cluster: cluster}
+	env.Config.QPS, env.Config.Burst = 200, 400
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, env.Stop())
+		}
+	}()
+	c, err := client.New(env.Config, client.Options{Scheme: testenv.NewScheme()})
+	if err != nil {
+		return nil, err
+	}
+
+	step(fmt.Sprintf("Applying deploy/local with %d members", opts.Members))
+	for _, args := range [][]string{
+		{"apply", "--server-side", "-k", filepath.Join(root, "deploy", "base", "crd")},
+		{"wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"},
+		{"apply", "--server-side", "-k", filepath.Join(root, "deploy", "local")},
+	} {
+		if out, err := cluster.Kubectl(ctx, args...); err != nil {
+			return nil, fmt.Errorf("%w\n%s", err, out)
+		}
+	}
+	// Member 0 serves the webhook on a free loopback port (not the fixed one
+	// deploy/local names, so that several local clusters can run at once),
+	// with a certificate made here that the API server trusts through the
+	// caBundle.
+	certDir := filepath.Join(opts.Dir, "webhook-certs")
+	caBundle, err := webhookcert.Write(certDir, "kubeshard-loadtest-webhook")
+	if err != nil {
+		return nil, err
+	}
+	webhookPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := pointWebhook(ctx, c, webhookPort, caBundle); err != nil {
+		return nil, err
+	}
+	if err := configureStatefulSet(ctx, c, opts.Members, opts.OperatorArgs); err != nil {
+		return nil, err
+	}
+
+	clientset, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		return nil, err
+	}
+	env.runner, err = podrunner.New(podrunner.Options{
+		Client:       clientset,
+		Namespace:    Namespace,
+		Selector:     labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": StatefulSet}),
+		Binary:       operator,
+		Kubeconfig:   cluster.KubeconfigPath,
+		LogDir:       filepath.Join(opts.Dir, "pods"),
+		ExtraEnv:     []string{"WEBHOOK_CERT_DIR=" + certDir},
+		WebhookPorts: map[string]int{StatefulSet + "-0": webhookPort},
+	})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	env.stopRunner, env.runnerDone = stop, make(chan error, 1)
+	go func() { env.runnerDone <- env.runner.Run(runCtx) }()
+
+	step(fmt.Sprintf("Waiting for %d members to share the ring", opts.Members))
+	if err := WaitSettled(ctx, c, types.NamespacedName{Namespace: Namespace, Name: Ring}, opts.Members, 3*time.Minute); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// configureStatefulSet sets the replicas and appends args to the operator
+// container's.
+func configureStatefulSet(ctx context.Context, c client.Client, replicas int, args []string) error {
+	sts := &appsv1.StatefulSet{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: StatefulSet}, sts); err != nil {
+		return fmt.Errorf("reading the StatefulSet: %w", err)
+	}
+	patch := client.MergeFrom(sts.DeepCopy())
+	r := int32(replicas)
+	sts.Spec.Replicas = &r
+	sts.Spec.Template.Spec.Containers[0].Args = append(sts.Spec.Template.Spec.Containers[0].Args, args...)
+	if err := c.Patch(ctx, sts, patch); err != nil {
+		return fmt.Errorf("configuring the StatefulSet: %w", err)
+	}
+	return nil
+}
+
+// pointWebhook makes the webhook configuration call 127.0.0.1:port and
+// trust ca.
+func pointWebhook(ctx context.Context, c client.Client, port int, ca []byte) error {
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := c.Get(ctx, types.NamespacedName{Name: "kubeshard-slot-label"}, mwc); err != nil {
+		return fmt.Errorf("reading the webhook configuration: %w", err)
+	}
+	patch := client.MergeFrom(mwc.DeepCopy())
+	for i := range mwc.Webhooks {
+		cc := &mwc.Webhooks[i].ClientConfig
+		cc.CABundle = ca
+		if cc.URL != nil {
+			u, err := url.Parse(*cc.URL)
+			if err != nil {
+				return fmt.Errorf("reading the webhook URL: %w", err)
+			}
+			u.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			cc.URL = ptr.To(u.String())
+		}
+	}
+	if err := c.Patch(ctx, mwc, patch); err != nil {
+		return fmt.Errorf("setting the webhook's caBundle: %w", err)
+	}
+	return nil
+}
+
+// WaitSettled waits until the ring is Ready with n members and nothing moves.
+func WaitSettled(ctx context.Context, c client.Client, ring types.NamespacedName, n int, timeout time.Duration) error {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		sr := &shardingv1alpha1.ShardRing{}
+		if err := c.Get(ctx, ring, sr); err != nil {
+			return false, nil
+		}
+		return sampler.Settled(sr, n), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the ring to settle with %d members: %w", n, err)
+	}
+	return nil
+}
+
+// MemberMetrics fetches a member's metrics from the loopback port its
+// process listens on.
+func (e *Env) MemberMetrics(ctx context.Context, member string) ([]byte, error) {
+	ports, ok := e.runner.Ports(Namespace + "/" + member)
+	if !ok {
+		return nil, fmt.Errorf("member %s is not running", member)
+	}
+	return fetch(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", ports.Metrics))
+}
+
+// MetricsURLs returns each running member's metrics URL, by member.
+func (e *Env) MetricsURLs(members []string) map[string]string {
+	out := map[string]string{}
+	for _, m := range members {
+		if ports, ok := e.runner.Ports(Namespace + "/" + m); ok {
+			out[m] = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports.Metrics)
+		}
+	}
+	return out
+}
+
+// WriteMetricsURLs writes MetricsURLs of the first max members as JSON into
+// path, for a `measure` run in another process.
+func (e *Env) WriteMetricsURLs(path string, max int) error {
+	var names []string
+	for i := range max {
+		names = append(names, fmt.Sprintf("%s-%d", StatefulSet, i))
+	}
+	data, err := json.MarshalIndent(e.MetricsURLs(names), "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+// LogDir is where the members' logs are.
+func (e *Env) LogDir() string { return e.runner.LogDir() }
+
+// Stop stops the members, then the control plane.
+func (e *Env) Stop() error {
+	var errs []error
+	if e.stopRunner != nil {
+		e.stopRunner()
+		if err := <-e.runnerDone; err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, fmt.Errorf("stopping the members: %w", err))
+		}
+		e.stopRunner = nil
+	}
+	if err := e.cluster.Stop(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func fetch(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// FetchURL fetches a metrics URL; for MemberMetrics of a cluster started by
+// another process.
+func FetchURL(ctx context.Context, url string) ([]byte, error) {
+	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+		return nil, fmt.Errorf("not an http URL: %q", url)
+	}
+	return fetch(ctx, url)
+}

@@ -1,0 +1,123 @@
+package report
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/kubeshard/kubeshard/loadtest/internal/workload"
+)
+
+// Markdown renders the summary.
+func Markdown(r Report) string {
+	var b strings.Builder
+	s := r.Scenario
+	fmt.Fprintf(&b, "# Load test, %s\n\n", r.StartedAt.UTC().Format("2006-01-02 15:04 UTC"))
+	if !r.Complete {
+		fmt.Fprintf(&b, "**Incomplete:** %s\n\n", r.Incomplete)
+	}
+	cluster := "local cluster (etcd, kube-apiserver, kube-controller-manager on loopback; members as local processes)"
+	if !s.LocalCluster {
+		cluster = "cluster of the given kubeconfig"
+	}
+	fmt.Fprintf(&b, "%d LargeData objects in %d namespaces, %d members, %s.", s.Objects, s.Namespaces, s.Members, cluster)
+	if s.Concurrency > 0 {
+		fmt.Fprintf(&b, " Objects: items %d, batch size %d. Client: concurrency %d, target rate %s, QPS %g, burst %d.",
+			s.Items, s.BatchSize, s.Concurrency, rateText(s.Rate), s.QPS, s.Burst)
+	}
+	if s.ChurnSeconds > 0 {
+		fmt.Fprintf(&b, " Churn: %.2f%% of the objects per second for %.0f s.", 100*s.ChurnShare, s.ChurnSeconds)
+	}
+	if s.Scale != "" {
+		fmt.Fprintf(&b, " Scale: %s.", s.Scale)
+	}
+	if s.OperatorArgs != "" {
+		fmt.Fprintf(&b, " Extra operator flags: `%s`.", s.OperatorArgs)
+	}
+	b.WriteString("\n\n| figure | value |\n| --- | --: |\n")
+	row := func(k string, format string, args ...any) {
+		fmt.Fprintf(&b, "| %s | %s |\n", k, fmt.Sprintf(format, args...))
+	}
+	if r.Baseline != nil {
+		row("bare client-go create loop (baseline), same concurrency and QPS", "%d objects, %.0f/s", r.Baseline.Done, r.Baseline.Rate)
+	}
+	if r.Create != nil {
+		if r.Create.FirstRate > 0 {
+			row("harness create rate, in the slices alternating with the baseline's", "%.0f/s", r.Create.FirstRate)
+		}
+		if r.CreateRateVsBaseline > 0 {
+			row("harness / baseline create rate", "%.2f", r.CreateRateVsBaseline)
+		}
+		row("harness create rate, whole run", "%.0f/s (%d created, %d existed, %d failed, %d errors retried%s)",
+			r.Create.Rate, r.Create.Done, r.Create.Skipped, r.Create.Failed, r.Create.Errors, lastError(r.Create))
+	}
+	if r.TotalSeconds > 0 {
+		row("first create to every object reconciled", "%.1f s", r.TotalSeconds)
+	} else {
+		row("first create to every object reconciled", "not reached (%d of %d reconciled)", r.Tracker.Reconciled, s.Objects)
+	}
+	row("time to reconciled, creates", "%s", pct(r.CreateLatency))
+	if r.Churn != nil {
+		row("churn", "%d spec changes, %.0f/s (%d errors retried%s)", r.Churn.Done, r.Churn.Rate, r.Churn.Errors, lastError(r.Churn))
+		row("time to reconciled, spec changes", "%s", pct(r.UpdateLatency))
+	}
+	for _, rb := range r.Rebalances {
+		settled := "did not settle"
+		if rb.Seconds >= 0 {
+			settled = fmt.Sprintf("%.1f s", rb.Seconds)
+		}
+		row(fmt.Sprintf("scale %d -> %d at %.0f s: to the ring settled", rb.From, rb.To, rb.At), "%s", settled)
+		row(fmt.Sprintf("scale %d -> %d: time to reconciled of spec changes sent during it", rb.From, rb.To), "%s", pct(rb.Latency))
+		row(fmt.Sprintf("scale %d -> %d: writes to idle LargeData objects during it (caused by the rebalance)", rb.From, rb.To), "%d", rb.IdleWrites)
+	}
+	row("writes to idle LargeData objects, whole run", "%d", r.IdleWrites)
+	row("second writes of a generation just reconciled (echo of a duplicate reconcile), whole run", "%d", r.Tracker.EchoWrites)
+	if len(r.APIServer) > 0 {
+		row("API server requests/s (mean), by verb", "%s", rates(r.APIServer))
+		row("of which LargeData", "%s", rates(r.LargeData))
+		row("API server CPU (mean)", "%.2f cores", r.APIServerCPU)
+	}
+	if r.LoadAverage > 0 {
+		row("machine load average (mean of the 1-minute figure)", "%.1f", r.LoadAverage)
+	}
+	if len(r.Members) > 0 {
+		b.WriteString("\n| member | slots | objects | RSS (MiB) | peak RSS (MiB) | heap in use (MiB) | mean CPU (cores) |\n| --- | --: | --: | --: | --: | --: | --: |\n")
+		for _, m := range r.Members {
+			fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %.1f | %.2f |\n", m.Name, m.Slots, m.Objects,
+				m.RSSBytes/(1<<20), m.PeakRSSBytes/(1<<20), m.HeapBytes/(1<<20), m.MeanCPU)
+		}
+	}
+	fmt.Fprintf(&b, "\nCharts: [latency](%s), [objects per member](%s), [memory per member](%s), [CPU per member](%s). Every figure: [%s](%s).\n",
+		FileLatency, FileObjects, FileMemory, FileCPU, FileJSON, FileJSON)
+	return b.String()
+}
+
+func lastError(r *workload.Result) string {
+	if r.LastError == "" {
+		return ""
+	}
+	return "; last: " + strings.ReplaceAll(r.LastError, "|", "/")
+}
+
+func rateText(r float64) string {
+	if r == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%g/s", r)
+}
+
+func pct(p Percentiles) string {
+	if p.Count == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("p50 %.2f s, p90 %.2f s, p99 %.2f s, max %.2f s (%d)", p.P50, p.P90, p.P99, p.Max, p.Count)
+}
+
+func rates(m map[string]float64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,368 @@
+// Package report turns a load test's measurements into its reports: a JSON
+// file with every figure, a Markdown summary and PNG charts (latency
+// percentiles over time, objects, memory and CPU per member over time).
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"
+	"github.com/kubeshard/kubeshard/loadtest/internal/tracker"
+	"github.com/kubeshard/kubeshard/loadtest/internal/workload"
+)
+
+// Files are the names of the reports in the output folder.
+const (
+	FileJSON     = "report.json"
+	FileMarkdown = "summary.md"
+	FileLatency  = "latency.png"
+	FileObjects  = "objects-per-member.png"
+	FileMemory   = "memory-per-member.png"
+	FileCPU      = "cpu-per-member.png"
+)
+
+// Scenario is what was asked for.
+type Scenario struct {
+	Kubeconfig   string  `json:"kubeconfig,omitempty"`
+	LocalCluster bool    `json:"localCluster"`
+	Objects      int     `json:"objects"`
+	Namespaces   int     `json:"namespaces"`
+	Members      int     `json:"members"`
+	Concurrency  int     `json:"concurrency"`
+	Rate         float64 `json:"ratePerSecond"`
+	QPS          float64 `json:"clientQPS"`
+	Burst        int     `json:"clientBurst"`
+	Items        int64   `json:"items"`
+	BatchSize    int32   `json:"batchSize"`
+	ChurnShare   float64 `json:"churnShare,omitempty"`
+	ChurnSeconds float64 `json:"churnSeconds,omitempty"`
+	Scale        string  `json:"scale,omitempty"`
+	OperatorArgs string  `json:"operatorArgs,omitempty"`
+}
+
+// Event marks a moment of the run on the charts.
+type Event struct {
+	At   float64 `json:"at"`
+	What string  `json:"what"`
+}
+
+// Window is a rebalance: from the scale request until the ring settled.
+type Window struct {
+	From, To int
+	// Start and End are seconds since the start; End is 0 if it never
+	// settled.
+	Start, End float64
+}
+
+// Input is everything measured.
+type Input struct {
+	Scenario   Scenario
+	StartedAt  time.Time
+	Incomplete string
+	Baseline   *workload.Result
+	Create     *workload.Result
+	Churn      *workload.Result
+	Cleanup    *workload.Result
+	// CreateStart and AllReconciled are seconds since the start: the first
+	// create and the moment every object was reconciled (0 if never).
+	CreateStart, AllReconciled float64
+	Stats                      tracker.Stats
+	Samples                    []tracker.Sample
+	// IdleWrites are when the tracker saw each of its IdleWrites.
+	IdleWrites []float32
+	Snapshots  []sampler.Snapshot
+	Events     []Event
+	Rebalances []Window
+}
+
+// Percentiles of latencies, in seconds.
+type Percentiles struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+// Rebalance is the figures of one scale event.
+type Rebalance struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+	// At is the scale request, seconds since the start.
+	At float64 `json:"at"`
+	// Seconds until the ring settled with To members; -1 if it did not.
+	Seconds float64 `json:"seconds"`
+	// Latency of the spec changes sent during the rebalance.
+	Latency Percentiles `json:"latency"`
+	// IdleWrites are writes during the rebalance to LargeData objects that
+	// had been reconciled and unchanged for tracker.IdleAfter and stayed so:
+	// writes caused by the rebalance itself.
+	IdleWrites int `json:"idleWrites"`
+}
+
+// MemberFigures are one member's figures over the run.
+type MemberFigures struct {
+	Name         string  `json:"name"`
+	Slots        int32   `json:"slots"`
+	Objects      int     `json:"objects"`
+	RSSBytes     float64 `json:"rssBytes"`
+	PeakRSSBytes float64 `json:"peakRssBytes"`
+	HeapBytes    float64 `json:"heapInuseBytes"`
+	MeanCPU      float64 `json:"meanCpuCores"`
+}
+
+// LatencyBucket is the latency percentiles of the generations reconciled
+// in one interval.
+type LatencyBucket struct {
+	At float64 `json:"at"`
+	Percentiles
+}
+
+// Report is report.json.
+type Report struct {
+	Scenario   Scenario  `json:"scenario"`
+	StartedAt  time.Time `json:"startedAt"`
+	Complete   bool      `json:"complete"`
+	Incomplete string    `json:"incomplete,omitempty"`
+
+	Baseline *workload.Result `json:"baseline,omitempty"`
+	Create   *workload.Result `json:"create,omitempty"`
+	// CreateRateVsBaseline is the harness's create rate over its slices
+	// that alternated with the baseline's (Create.FirstRate) divided by the
+	// baseline's rate.
+	CreateRateVsBaseline float64          `json:"createRateVsBaseline,omitempty"`
+	Churn                *workload.Result `json:"churn,omitempty"`
+	Cleanup              *workload.Result `json:"cleanup,omitempty"`
+
+	// TotalSeconds is from the first create until every object was
+	// reconciled; 0 if that did not happen.
+	TotalSeconds float64 `json:"totalSeconds"`
+	// CreateLatency and UpdateLatency: time to reconciled of creates and of
+	// spec changes.
+	CreateLatency Percentiles `json:"createLatency"`
+	UpdateLatency Percentiles `json:"updateLatency"`
+
+	Rebalances []Rebalance     `json:"rebalances,omitempty"`
+	Members    []MemberFigures `json:"members"`
+	Tracker    tracker.Stats   `json:"tracker"`
+	IdleWrites int             `json:"idleWrites"`
+	// IdleWriteTimes are when (seconds since the start) each was seen.
+	IdleWriteTimes []float32 `json:"idleWriteTimes,omitempty"`
+	APIServerCPU   float64   `json:"apiServerMeanCpuCores,omitempty"`
+	// LoadAverage is the machine's mean one-minute load average.
+	LoadAverage float64            `json:"meanLoadAverage,omitempty"`
+	APIServer   map[string]float64 `json:"apiServerMeanRequestsPerSecond,omitempty"`
+	LargeData   map[string]float64 `json:"largeDataMeanRequestsPerSecond,omitempty"`
+
+	Events          []Event            `json:"events"`
+	LatencyTimeline []LatencyBucket    `json:"latencyTimeline"`
+	Timeline        []sampler.Snapshot `json:"timeline"`
+}
+
+// bucketSeconds is the width of a latency timeline bucket.
+const bucketSeconds = 10
+
+// Build computes the figures.
+func Build(in Input) Report {
+	r := Report{
+		Scenario: in.Scenario, StartedAt: in.StartedAt, Incomplete: in.Incomplete, Complete: in.Incomplete == "",
+		Baseline: in.Baseline, Create: in.Create, Churn: in.Churn, Cleanup: in.Cleanup,
+		Tracker: in.Stats, IdleWrites: len(in.IdleWrites), IdleWriteTimes: in.IdleWrites, Events: in.Events, Timeline: in.Snapshots,
+	}
+	if r.Events == nil {
+		r.Events = []Event{}
+	}
+	if in.Baseline != nil && in.Create != nil && in.Baseline.Rate > 0 && in.Create.FirstRate > 0 {
+		r.CreateRateVsBaseline = in.Create.FirstRate / in.Baseline.Rate
+	}
+	if in.AllReconciled > 0 {
+		r.TotalSeconds = in.AllReconciled - in.CreateStart
+	}
+	var creates, updates []float64
+	for _, s := range in.Samples {
+		if s.Create {
+			creates = append(creates, float64(s.Latency))
+		} else {
+			updates = append(updates, float64(s.Latency))
+		}
+	}
+	r.CreateLatency, r.UpdateLatency = percentiles(creates), percentiles(updates)
+	r.LatencyTimeline = timeline(in.Samples)
+	for _, w := range in.Rebalances {
+		r.Rebalances = append(r.Rebalances, rebalance(w, in))
+	}
+	r.Members = members(in.Snapshots)
+	r.APIServer, r.LargeData = meanRates(in.Snapshots)
+	var cpu, load float64
+	var n, nLoad int
+	for _, s := range in.Snapshots {
+		if s.APIServerCPU > 0 {
+			cpu += s.APIServerCPU
+			n++
+		}
+		if s.LoadAverage > 0 {
+			load += s.LoadAverage
+			nLoad++
+		}
+	}
+	if n > 0 {
+		r.APIServerCPU = round(cpu / float64(n))
+	}
+	if nLoad > 0 {
+		r.LoadAverage = round(load / float64(nLoad))
+	}
+	return r
+}
+
+func percentiles(v []float64) Percentiles {
+	if len(v) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(v)
+	at := func(q float64) float64 { return round(v[min(len(v)-1, int(math.Ceil(q*float64(len(v))))-1)]) }
+	return Percentiles{Count: len(v), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: round(v[len(v)-1])}
+}
+
+func round(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+func timeline(samples []tracker.Sample) []LatencyBucket {
+	buckets := map[int][]float64{}
+	for _, s := range samples {
+		b := int(s.At) / bucketSeconds
+		buckets[b] = append(buckets[b], float64(s.Latency))
+	}
+	keys := slices.Sorted(func(yield func(int) bool) {
+		for k := range buckets {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	out := make([]LatencyBucket, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, LatencyBucket{At: float64(k*bucketSeconds + bucketSeconds/2), Percentiles: percentiles(buckets[k])})
+	}
+	return out
+}
+
+func rebalance(w Window, in Input) Rebalance {
+	r := Rebalance{From: w.From, To: w.To, At: round(w.Start), Seconds: -1}
+	end := w.End
+	if end > 0 {
+		r.Seconds = round(end - w.Start)
+	} else {
+		end = math.Inf(1)
+	}
+	var lat []float64
+	for _, s := range in.Samples {
+		sent := float64(s.At) - float64(s.Latency)
+		if !s.Create && sent >= w.Start && sent <= end {
+			lat = append(lat, float64(s.Latency))
+		}
+	}
+	r.Latency = percentiles(lat)
+	for _, at := range in.IdleWrites {
+		if float64(at) >= w.Start && float64(at) <= end {
+			r.IdleWrites++
+		}
+	}
+	return r
+}
+
+func members(snaps []sampler.Snapshot) []MemberFigures {
+	byName := map[string]*MemberFigures{}
+	cpuSamples := map[string]int{}
+	var order []string
+	for _, s := range snaps {
+		for _, m := range s.Members {
+			f, ok := byName[m.Name]
+			if !ok {
+				f = &MemberFigures{Name: m.Name}
+				byName[m.Name] = f
+				order = append(order, m.Name)
+			}
+			f.Slots, f.Objects = m.Slots, m.Objects
+			if m.RSS > 0 {
+				f.RSSBytes, f.HeapBytes = m.RSS, m.Heap
+				f.PeakRSSBytes = max(f.PeakRSSBytes, m.RSS)
+			}
+			if m.CPU > 0 {
+				f.MeanCPU += m.CPU
+				cpuSamples[m.Name]++
+			}
+		}
+	}
+	// The last sample with a ring says who is still a member.
+	var last map[string]bool
+	for i := len(snaps) - 1; i >= 0 && last == nil; i-- {
+		if len(snaps[i].Members) > 0 {
+			last = map[string]bool{}
+			for _, m := range snaps[i].Members {
+				last[m.Name] = true
+			}
+		}
+	}
+	out := []MemberFigures{}
+	slices.Sort(order)
+	for _, name := range order {
+		f := byName[name]
+		if n := cpuSamples[name]; n > 0 {
+			f.MeanCPU = round(f.MeanCPU / float64(n))
+		}
+		if last != nil && !last[name] {
+			f.Slots, f.Objects = 0, 0
+		}
+		out = append(out, *f)
+	}
+	return out
+}
+
+func meanRates(snaps []sampler.Snapshot) (all, largeData map[string]float64) {
+	mean := func(get func(sampler.Snapshot) map[string]float64) map[string]float64 {
+		sums, n := map[string]float64{}, 0
+		for _, s := range snaps {
+			if m := get(s); m != nil {
+				n++
+				for k, v := range m {
+					sums[k] += v
+				}
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+		for k := range sums {
+			sums[k] = round(sums[k] / float64(n))
+			if sums[k] == 0 {
+				delete(sums, k)
+			}
+		}
+		return sums
+	}
+	return mean(func(s sampler.Snapshot) map[string]float64 { return s.APIRequests }),
+		mean(func(s sampler.Snapshot) map[string]float64 { return s.LargeDataRequests })
+}
+
+// Write writes every report into dir, creating it.
+func Write(dir string, r Report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating the report folder: %w", err)
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, FileJSON), data, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", FileJSON, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, FileMarkdown), []byte(Markdown(r)), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", FileMarkdown, err)
+	}
+	return charts(dir, r)
+}

@@ -1,0 +1,458 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/loadtest/internal/localenv"
+	"github.com/kubeshard/kubeshard/loadtest/internal/metrics"
+	"github.com/kubeshard/kubeshard/loadtest/internal/progress"
+	"github.com/kubeshard/kubeshard/loadtest/internal/report"
+	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"
+	"github.com/kubeshard/kubeshard/loadtest/internal/tracker"
+	"github.com/kubeshard/kubeshard/loadtest/internal/workload"
+)
+
+// scenario is everything `run` does, from its flags.
+type scenario struct {
+	client  clientFlags
+	objects objectFlags
+	write   writeFlags
+
+	members          int
+	baseline         int
+	churnShare       float64
+	churnDuration    time.Duration
+	scale            string
+	out              string
+	workDir          string
+	metricsAddr      string
+	sampleInterval   time.Duration
+	reconcileTimeout time.Duration
+	cleanup          bool
+	operatorArgs     string
+	ring             string
+	statefulSet      string
+
+	// progress receives the progress bars and step lines; nil for none.
+	progress io.Writer
+}
+
+func (sc *scenario) register(fs *flag.FlagSet) {
+	sc.client.register(fs, "Kubeconfig of the cluster to load, with the operator installed. Default: start a local cluster (etcd, kube-apiserver, kube-controller-manager on loopback), apply deploy/local and run the members as local processes.")
+	sc.objects.register(fs, 10000)
+	sc.write.register(fs)
+	fs.IntVar(&sc.members, "members", 4, "Operator replicas (members) at the start; the local cluster only (with --kubeconfig the StatefulSet is left as it is).")
+	fs.IntVar(&sc.baseline, "baseline", 5000, "Objects the bare client-go loop creates, at the same concurrency and QPS, in slices alternating with the harness's first as many creates, to compare create rates; 0 skips it.")
+	fs.Float64Var(&sc.churnShare, "churn-share", 0.01, "Share of the objects whose spec changes per second during the churn.")
+	fs.DurationVar(&sc.churnDuration, "churn-duration", 0, "How long to churn after every object is reconciled; 0 for no churn.")
+	fs.StringVar(&sc.scale, "scale", "", "Scale schedule REPLICAS@OFFSET[,...], offsets from the start of the churn (or, without churn, from every object reconciled), such as 5@30s.")
+	fs.StringVar(&sc.out, "out", "", "Folder for the reports. Default: <module root>/bin/loadtest/report.")
+	fs.StringVar(&sc.workDir, "work-dir", "", "Folder for the local cluster's data and the logs; emptied first. Default: <module root>/bin/loadtest/work.")
+	fs.StringVar(&sc.metricsAddr, "metrics-addr", "127.0.0.1:0", "Loopback address where the harness serves its Prometheus metrics while it runs (port 0: any free port).")
+	fs.DurationVar(&sc.sampleInterval, "sample-interval", 5*time.Second, "How often the ring, the members' metrics and the API server's metrics are sampled.")
+	fs.DurationVar(&sc.reconcileTimeout, "reconcile-timeout", 30*time.Minute, "How long to wait for every object to be reconciled after the creates and after the churn; when it passes, the reports are written and marked incomplete.")
+	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
+	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
+	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
+	fs.StringVar(&sc.statefulSet, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the operator's StatefulSet.")
+}
+
+func (sc *scenario) validate() error {
+	var errs []error
+	for _, err := range []error{sc.client.validate(), sc.objects.validate(), sc.write.validate()} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sc.members < 1 || sc.baseline < 0 || sc.churnShare <= 0 || sc.churnShare > 1 || sc.churnDuration < 0 || sc.sampleInterval <= 0 || sc.reconcileTimeout <= 0 {
+		errs = append(errs, errors.New("--members must be at least 1, --baseline not negative, --churn-share in (0, 1], --churn-duration not negative, --sample-interval and --reconcile-timeout positive"))
+	}
+	if _, err := parseSchedule(sc.scale); err != nil {
+		errs = append(errs, err)
+	}
+	for _, key := range []string{sc.ring, sc.statefulSet} {
+		if _, _, ok := strings.Cut(key, "/"); !ok {
+			errs = append(errs, fmt.Errorf("%q is not namespace/name", key))
+		}
+	}
+	if host, _, err := net.SplitHostPort(sc.metricsAddr); err != nil || !isLoopback(host) {
+		errs = append(errs, fmt.Errorf("--metrics-addr %q must be a loopback host:port such as 127.0.0.1:9090", sc.metricsAddr))
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+func key(s string) types.NamespacedName {
+	ns, name, _ := strings.Cut(s, "/")
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
+
+func runCommand(ctx context.Context, args []string) error {
+	setLogOutput(io.Discard)
+	sc := scenario{progress: os.Stdout}
+	fs := newFlagSet("run", "Run a whole scenario in one process: start a local cluster unless --kubeconfig is given, create the bare client-go\nbaseline, create the objects, wait until all are reconciled, churn and scale, write the reports, clean up.")
+	sc.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	r, err := runScenario(ctx, &sc)
+	if r != nil {
+		fmt.Printf("\n%s\nReports in %s\n", report.Markdown(*r), sc.out)
+	}
+	return err
+}
+
+// runScenario runs the scenario and returns its report, also (written and
+// marked incomplete) when a phase did not finish.
+func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
+	if err := sc.validate(); err != nil {
+		return nil, err
+	}
+	schedule, _ := parseSchedule(sc.scale)
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	if sc.workDir == "" {
+		sc.workDir = filepath.Join(root, "bin", "loadtest", "work")
+	}
+	if sc.out == "" {
+		sc.out = filepath.Join(root, "bin", "loadtest", "report")
+	}
+	step := func(format string, args ...any) {
+		if sc.progress != nil {
+			fmt.Fprintf(sc.progress, "==> "+format+"\n", args...)
+		}
+	}
+
+	// The cluster.
+	var cfg *rest.Config
+	var memberMetrics func(context.Context, string) ([]byte, error)
+	local := sc.client.kubeconfig == ""
+	if local {
+		env, err := localenv.Start(ctx, localenv.Options{
+			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs), Progress: sc.progress,
+		})
+		if env != nil {
+			defer func() {
+				step("Stopping the members and the local cluster")
+				_ = env.Stop()
+			}()
+		}
+		if err != nil {
+			return nil, err
+		}
+		cfg, memberMetrics = sc.client.apply(env.Config), env.MemberMetrics
+		if logFile, err := os.Create(filepath.Join(sc.workDir, "loadtest.log")); err == nil {
+			defer logFile.Close()
+			setLogOutput(logFile)
+		}
+		step("Cluster: KUBECONFIG=%s; members' logs in %s", env.Kubeconfig, env.LogDir())
+	} else if cfg, err = sc.client.config(); err != nil {
+		return nil, err
+	}
+	c, cs, err := newClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		memberMetrics = podProxyMetrics(cs, key(sc.statefulSet).Namespace)
+	}
+	sr := &shardingv1alpha1.ShardRing{}
+	if err := c.Get(ctx, key(sc.ring), sr); err != nil {
+		return nil, fmt.Errorf("reading the ShardRing %s (is the operator installed?): %w", sc.ring, err)
+	}
+
+	// The harness's own metrics.
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		return nil, err
+	}
+	stopMetrics, err := serveMetrics(sc.metricsAddr, reg, step)
+	if err != nil {
+		return nil, err
+	}
+	defer stopMetrics()
+
+	// The measurement.
+	names := sc.objects.names()
+	tr, err := tracker.New(tracker.Options{Names: names, Slots: int(sr.Spec.Slots), OnReconciled: func(d time.Duration) {
+		m.TimeToReconciled.Observe(d.Seconds())
+	}})
+	if err != nil {
+		return nil, err
+	}
+	sm, err := sampler.New(sampler.Options{
+		Client: c, Ring: key(sc.ring), Tracker: tr, Interval: sc.sampleInterval,
+		MemberMetrics: memberMetrics,
+		APIServerMetrics: func(ctx context.Context) ([]byte, error) {
+			return cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	measureCtx, stopMeasuring := context.WithCancel(ctx)
+	defer stopMeasuring()
+	var measuring sync.WaitGroup
+	trackerErr := make(chan error, 1)
+	measuring.Go(func() { trackerErr <- tr.Run(measureCtx, c) })
+	select {
+	case <-tr.Synced():
+	case err := <-trackerErr:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	measuring.Go(func() { sm.Run(measureCtx) })
+	since := func() float64 { return time.Since(tr.Start()).Seconds() }
+
+	in := report.Input{
+		StartedAt: tr.Start(),
+		Scenario: report.Scenario{
+			Kubeconfig: sc.client.kubeconfig, LocalCluster: local, Objects: sc.objects.objects, Namespaces: sc.objects.namespaces,
+			Members: sc.members, Concurrency: sc.write.concurrency, Rate: sc.write.rate, QPS: sc.client.qps, Burst: sc.client.burst,
+			Items: sc.write.items, BatchSize: int32(sc.write.batchSize), Scale: sc.scale,
+		},
+	}
+	if local {
+		in.Scenario.OperatorArgs = sc.operatorArgs
+	} else if n, err := currentReplicas(ctx, cs, key(sc.statefulSet)); err == nil {
+		in.Scenario.Members = n
+	}
+	if sc.churnDuration > 0 {
+		in.Scenario.ChurnShare, in.Scenario.ChurnSeconds = sc.churnShare, sc.churnDuration.Seconds()
+	}
+	var mu sync.Mutex // guards in.Events and in.Rebalances
+	event := func(what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		in.Events = append(in.Events, report.Event{At: since(), What: what})
+	}
+
+	phases := func() error {
+		step("Creating %d LargeData objects in %d namespaces", sc.objects.objects, sc.objects.namespaces)
+		event("create")
+		in.CreateStart = since()
+		createOpts := workload.CreateOptions{
+			Names: names, Objects: sc.objects.objects, Concurrency: sc.write.concurrency, Rate: sc.write.rate,
+			Spec: sc.write.spec(), Progress: sc.progress, OnCreate: m.Creates.Inc,
+		}
+		var sliced workload.Result
+		if sc.baseline > 0 {
+			step("Bare client-go create loop vs the harness: %d objects each, in %d alternating slices, concurrency %d, QPS %g",
+				sc.baseline, baselineSlices, sc.write.concurrency, sc.client.qps)
+			base, harness, err := compareCreates(ctx, cfg, c, sc, createOpts)
+			in.Baseline, sliced = &base, harness
+			if err != nil {
+				return err
+			}
+			step("Create rate: harness %.0f/s, bare client-go loop %.0f/s (ratio %.2f)", harness.Rate, base.Rate, harness.Rate/max(base.Rate, 1e-9))
+		}
+		res, err := workload.Create(ctx, c, createOpts)
+		if sc.baseline > 0 {
+			res.Done += sliced.Done
+			res.Skipped -= min(res.Skipped, sliced.Done)
+			res.Errors += sliced.Errors
+			res.FirstRate = sliced.Rate
+		}
+		res.Seconds = since() - in.CreateStart
+		res.Rate = float64(res.Done) / max(res.Seconds, 1e-9)
+		in.Create = &res
+		if err != nil {
+			return err
+		}
+
+		step("Waiting until every object is reconciled")
+		if err := waitReconciled(ctx, tr, sc.objects.objects, sc.reconcileTimeout, sc.progress); err != nil {
+			return err
+		}
+		in.AllReconciled = since()
+		event("all reconciled")
+
+		if sc.churnDuration == 0 && len(schedule) == 0 {
+			return nil
+		}
+		// Churn and scale, from now.
+		var scaling sync.WaitGroup
+		var scaleErr error
+		phaseStart := time.Now()
+		scaling.Go(func() {
+			for _, s := range schedule {
+				select {
+				case <-time.After(time.Until(phaseStart.Add(s.after))):
+				case <-ctx.Done():
+					return
+				}
+				from, err := currentReplicas(ctx, cs, key(sc.statefulSet))
+				if err == nil {
+					err = setReplicas(ctx, cs, key(sc.statefulSet), s.replicas)
+				}
+				if err != nil {
+					scaleErr = err
+					return
+				}
+				step("Scaling the StatefulSet %d -> %d", from, s.replicas)
+				event(fmt.Sprintf("scale %d -> %d", from, s.replicas))
+				w := report.Window{From: from, To: s.replicas, Start: since()}
+				if err := localenv.WaitSettled(ctx, c, key(sc.ring), s.replicas, 5*time.Minute); err != nil {
+					scaleErr = err
+				} else {
+					w.End = since()
+					step("Ring settled with %d members after %.1f s", s.replicas, w.End-w.Start)
+				}
+				mu.Lock()
+				in.Rebalances = append(in.Rebalances, w)
+				mu.Unlock()
+			}
+		})
+		if sc.churnDuration > 0 {
+			step("Churn: %.2f%% of the objects per second for %s", 100*sc.churnShare, sc.churnDuration)
+			event("churn")
+			res, err := workload.Churn(ctx, c, workload.ChurnOptions{
+				Names: names, Objects: sc.objects.objects, Share: sc.churnShare, Duration: sc.churnDuration,
+				Concurrency: sc.write.concurrency, Progress: sc.progress, OnUpdate: m.Updates.Inc,
+			})
+			in.Churn = &res
+			event("churn end")
+			if err != nil {
+				return err
+			}
+		}
+		scaling.Wait()
+		if scaleErr != nil {
+			return scaleErr
+		}
+		step("Waiting until every change is reconciled")
+		return waitReconciled(ctx, tr, sc.objects.objects, sc.reconcileTimeout, sc.progress)
+	}
+	if err := phases(); err != nil {
+		in.Incomplete = err.Error()
+	}
+
+	sm.Sample(ctx)
+	stopMeasuring()
+	measuring.Wait()
+	in.Stats, in.Samples, in.IdleWrites, in.Snapshots = tr.Stats(), tr.Samples(), tr.IdleWrites(), sm.Snapshots()
+	r := report.Build(in)
+	if err := report.Write(sc.out, r); err != nil {
+		return &r, err
+	}
+	if sc.cleanup && ctx.Err() == nil {
+		step("Cleaning up: deleting the run's objects and namespaces")
+		res, err := workload.Cleanup(ctx, c, workload.CleanupOptions{Run: names.Prefix, Concurrency: sc.write.concurrency, Progress: sc.progress})
+		in.Cleanup = &res
+		r = report.Build(in)
+		if werr := report.Write(sc.out, r); werr != nil || err != nil {
+			return &r, errors.Join(err, werr)
+		}
+	}
+	if in.Incomplete != "" {
+		return &r, fmt.Errorf("incomplete run (reports written): %s", in.Incomplete)
+	}
+	return &r, nil
+}
+
+// baselineSlices is how many alternating slices compareCreates makes: the
+// load on the machine changes over time, alternating spreads it over both.
+const baselineSlices = 4
+
+// compareCreates creates sc.baseline objects with the bare client-go loop
+// and the first sc.baseline objects with the harness, in alternating
+// slices, and returns both results; each rate is over its own slices only.
+func compareCreates(ctx context.Context, cfg *rest.Config, c client.Client, sc *scenario, opts workload.CreateOptions) (base, harness workload.Result, err error) {
+	chunk := max(1, sc.baseline/baselineSlices)
+	opts.Progress, opts.SampleFirst = nil, 0
+	for i := range baselineSlices {
+		b, err := workload.Baseline(ctx, cfg, c, workload.BaselineOptions{
+			Names: opts.Names, Objects: chunk, Concurrency: opts.Concurrency, Rate: opts.Rate, Spec: opts.Spec,
+		})
+		base.Done, base.Errors, base.Seconds = base.Done+b.Done, base.Errors+b.Errors, base.Seconds+b.Seconds
+		if err != nil {
+			return base, harness, err
+		}
+		opts.Objects = min(sc.objects.objects, (i+1)*chunk)
+		h, err := workload.Create(ctx, c, opts)
+		harness.Done, harness.Errors, harness.Seconds = harness.Done+h.Done, harness.Errors+h.Errors, harness.Seconds+h.Seconds
+		if err != nil {
+			return base, harness, err
+		}
+	}
+	base.Rate = float64(base.Done) / max(base.Seconds, 1e-9)
+	harness.Rate = float64(harness.Done) / max(harness.Seconds, 1e-9)
+	return base, harness, nil
+}
+
+// waitReconciled waits, with a progress bar, until every object is reconciled.
+func waitReconciled(ctx context.Context, tr *tracker.Tracker, objects int, timeout time.Duration, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	bar := progress.New(w, objects, "reconciled")
+	defer bar.Finish()
+	return tr.WaitReconciled(ctx, objects, func(s tracker.Stats) { bar.Set(s.Reconciled, 0) })
+}
+
+func serveMetrics(addr string, reg *prometheus.Registry, step func(string, ...any)) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for the metrics endpoint: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	step("The harness's metrics: http://%s/metrics", ln.Addr())
+	return func() { _ = srv.Close() }, nil
+}
+
+func podProxyMetrics(cs kubernetes.Interface, namespace string) func(context.Context, string) ([]byte, error) {
+	return func(ctx context.Context, pod string) ([]byte, error) {
+		return cs.CoreV1().Pods(namespace).ProxyGet("http", pod, "metrics", "metrics", nil).DoRaw(ctx)
+	}
+}
+
+func currentReplicas(ctx context.Context, cs kubernetes.Interface, sts types.NamespacedName) (int, error) {
+	s, err := cs.AppsV1().StatefulSets(sts.Namespace).GetScale(ctx, sts.Name, metav1.GetOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("reading the scale of %s: %w", sts, err)
+	}
+	return int(s.Spec.Replicas), nil
+}
+
+func setReplicas(ctx context.Context, cs kubernetes.Interface, sts types.NamespacedName, replicas int) error {
+	s, err := cs.AppsV1().StatefulSets(sts.Namespace).GetScale(ctx, sts.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the scale of %s: %w", sts, err)
+	}
+	s.Spec.Replicas = int32(replicas)
+	if _, err := cs.AppsV1().StatefulSets(sts.Namespace).UpdateScale(ctx, sts.Name, s, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("scaling %s to %d: %w", sts, replicas, err)
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubeshard/kubeshard/loadtest/internal/report"
+)
+
+// TestSmoke runs the whole `run` scenario at a small size on a local
+// cluster: 5,000 objects, 2 members, a scale to 3 during churn, and checks
+// what a user of the harness relies on: every object reconciled and
+// measured, the rebalance measured and no object outside the moved slots
+// rewritten, the reports written and readable, and cleanup removing
+// everything.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a local cluster and operator processes")
+	}
+	const objects, baseline = 5000, 500
+	out := t.TempDir()
+	sc := scenario{
+		client:           clientFlags{qps: 1000, burst: 2000},
+		objects:          objectFlags{prefix: "smoke", namespaces: 5, objects: objects},
+		write:            writeFlags{concurrency: 32, items: 10, batchSize: 500},
+		members:          2,
+		baseline:         baseline,
+		churnShare:       0.005,
+		churnDuration:    20 * time.Second,
+		scale:            "3@2s",
+		out:              out,
+		workDir:          t.TempDir(),
+		metricsAddr:      "127.0.0.1:0",
+		sampleInterval:   2 * time.Second,
+		reconcileTimeout: 5 * time.Minute,
+		cleanup:          true,
+		operatorArgs:     "--kube-api-qps=1000 --kube-api-burst=2000 --max-concurrent-reconciles=16",
+		ring:             "kubeshard-system/largedata",
+		statefulSet:      "kubeshard-system/largedata-operator",
+	}
+	r, err := runScenario(t.Context(), &sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if !r.Complete || r.Tracker.Reconciled != objects || r.CreateLatency.Count != objects {
+		t.Errorf("complete %v, %d objects reconciled, %d create latencies; want every one of %d", r.Complete, r.Tracker.Reconciled, r.CreateLatency.Count, objects)
+	}
+	if r.TotalSeconds <= 0 || r.CreateLatency.P99 <= 0 || r.CreateLatency.P50 > r.CreateLatency.P99 {
+		t.Errorf("total %v s, create latency %+v: want a positive total and ordered percentiles", r.TotalSeconds, r.CreateLatency)
+	}
+	if r.Baseline == nil || r.Baseline.Done != baseline || r.Create == nil || r.Create.Done != objects || r.Create.FirstRate <= 0 || r.CreateRateVsBaseline <= 0 {
+		t.Errorf("baseline %+v, create %+v, ratio %v: want %d and %d created and both rates", r.Baseline, r.Create, r.CreateRateVsBaseline, baseline, objects)
+	}
+	if r.Churn == nil || r.Churn.Done == 0 || r.UpdateLatency.Count == 0 {
+		t.Errorf("churn %+v, update latencies %d: want spec changes, reconciled and measured", r.Churn, r.UpdateLatency.Count)
+	}
+	if len(r.Rebalances) != 1 || r.Rebalances[0].From != 2 || r.Rebalances[0].To != 3 || r.Rebalances[0].Seconds < 0 {
+		t.Errorf("rebalances %+v: want one 2 -> 3 that settled", r.Rebalances)
+	}
+	counted, live := 0, 0
+	for _, m := range r.Members {
+		counted += m.Objects
+		if m.Slots > 0 {
+			live++
+			if m.RSSBytes <= 0 {
+				t.Errorf("member %s: no memory figure", m.Name)
+			}
+		}
+	}
+	if live != 3 || counted != objects {
+		t.Errorf("members %+v: want 3 with slots, owning %d objects between them", r.Members, objects)
+	}
+	// The members keep the records in memory, so the new member rebuilds the
+	// datasets of the slots it takes over and writes their status once more;
+	// no other object may be written: at most one idle write per object the
+	// new member owns.
+	if moved := r.Members[len(r.Members)-1].Objects; r.IdleWrites > moved {
+		t.Errorf("%d writes to idle LargeData objects; want at most one per object the new member took over (%d)", r.IdleWrites, moved)
+	}
+	if r.Cleanup == nil || r.Cleanup.Done != objects+baseline || r.Cleanup.Failed != 0 {
+		t.Errorf("cleanup %+v: want all %d objects deleted", r.Cleanup, objects+baseline)
+	}
+
+	// The reports.
+	data, err := os.ReadFile(filepath.Join(out, report.FileJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read report.Report
+	if err := json.Unmarshal(data, &read); err != nil {
+		t.Fatalf("%s: %v", report.FileJSON, err)
+	}
+	if read.Tracker.Reconciled != objects || len(read.Timeline) == 0 || len(read.LatencyTimeline) == 0 || read.Cleanup == nil {
+		t.Errorf("%s: reconciled %d, %d samples, %d latency buckets, cleanup %v", report.FileJSON, read.Tracker.Reconciled, len(read.Timeline), len(read.LatencyTimeline), read.Cleanup)
+	}
+	md, err := os.ReadFile(filepath.Join(out, report.FileMarkdown))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"time to reconciled, creates", "scale 2 -> 3", "largedata-operator-2"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("%s does not mention %q:\n%s", report.FileMarkdown, want, md)
+		}
+	}
+	for _, chart := range []string{report.FileLatency, report.FileObjects, report.FileMemory, report.FileCPU} {
+		f, err := os.Open(filepath.Join(out, chart))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil || img.Bounds().Dx() < 100 {
+			t.Errorf("%s: not a chart (%v)", chart, err)
+		}
+	}
+	t.Logf("FIGURES %s", strings.ReplaceAll(report.Markdown(*r), "\n", " "))
+}
