@@ -21,11 +21,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -60,6 +58,7 @@ import (
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
 	"github.com/kubeshard/kubeshard/pkg/shardcache"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
@@ -608,50 +607,10 @@ func countLargeData(n *atomic.Int64) func(http.RoundTripper) http.RoundTripper {
 				return resp, err
 			}
 			watching := req.URL.Query().Get("watch") == "true"
-			pr, pw := io.Pipe()
-			body := resp.Body
-			var once sync.Once
-			resp.Body = &teeBody{Reader: io.TeeReader(body, pw), close: func() error {
-				err := body.Close()
-				once.Do(func() { _ = pw.Close() })
-				return err
-			}}
-			go count(n, watching, pr)
-			return resp, nil
+			return wirecount.Received(resp, watching, func(keys []string) { n.Add(int64(len(keys))) }, nil), nil
 		})
 	}
 }
-
-func count(n *atomic.Int64, watching bool, r io.Reader) {
-	defer func() { _, _ = io.Copy(io.Discard, r) }() // never block the client's reads
-	dec := json.NewDecoder(r)
-	if watching {
-		for {
-			var ev struct {
-				Type string `json:"type"`
-			}
-			if dec.Decode(&ev) != nil {
-				return
-			}
-			if ev.Type == "ADDED" {
-				n.Add(1)
-			}
-		}
-	}
-	var list struct {
-		Items []json.RawMessage `json:"items"`
-	}
-	if dec.Decode(&list) == nil {
-		n.Add(int64(len(list.Items)))
-	}
-}
-
-type teeBody struct {
-	io.Reader
-	close func() error
-}
-
-func (b *teeBody) Close() error { return b.close() }
 
 // resourceOf names the resource of an API path: "leases",
 // "shardrings/status", ...

@@ -2,9 +2,7 @@ package shardcache
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"path"
 	"slices"
@@ -32,6 +30,7 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/shardcache"
 )
@@ -527,46 +526,12 @@ func (w *wire) wrap(rt http.RoundTripper) http.RoundTripper {
 			w.add(w.open, key, 1)
 		}
 		// The client reads the body; a copy goes to a decoder that counts.
-		pr, pw := io.Pipe()
-		body := resp.Body
-		var once sync.Once
-		resp.Body = &teeBody{Reader: io.TeeReader(body, pw), close: func() error {
-			err := body.Close()
-			once.Do(func() {
-				_ = pw.Close()
-				if watching {
-					w.add(w.open, key, -1)
-				}
-			})
-			return err
-		}}
-		go w.count(key, watching, pr)
-		return resp, nil
+		return wirecount.Received(resp, watching, func(keys []string) { w.add(w.objects, key, len(keys)) }, func() {
+			if watching {
+				w.add(w.open, key, -1)
+			}
+		}), nil
 	})
-}
-
-func (w *wire) count(key string, watching bool, r io.Reader) {
-	defer func() { _, _ = io.Copy(io.Discard, r) }() // never block the client's reads
-	dec := json.NewDecoder(r)
-	if watching {
-		for {
-			var ev struct {
-				Type string `json:"type"`
-			}
-			if dec.Decode(&ev) != nil {
-				return
-			}
-			if ev.Type == "ADDED" {
-				w.add(w.objects, key, 1)
-			}
-		}
-	}
-	var list struct {
-		Items []json.RawMessage `json:"items"`
-	}
-	if dec.Decode(&list) == nil {
-		w.add(w.objects, key, len(list.Items))
-	}
 }
 
 func (w *wire) add(m map[string]int, key string, n int) {
@@ -586,13 +551,6 @@ func (w *wire) openOf(key string) int {
 	defer w.mu.Unlock()
 	return w.open[key]
 }
-
-type teeBody struct {
-	io.Reader
-	close func() error
-}
-
-func (b *teeBody) Close() error { return b.close() }
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()

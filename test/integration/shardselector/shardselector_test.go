@@ -2,9 +2,7 @@ package shardselector
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -32,6 +30,7 @@ import (
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
 	"github.com/kubeshard/kubeshard/pkg/coordinator"
 	"github.com/kubeshard/kubeshard/pkg/ring"
@@ -135,7 +134,7 @@ func runRing(t *testing.T, gate bool) *ringRun {
 	if err := env.Client.Create(ctx, sr); err != nil {
 		t.Fatal(err)
 	}
-	r := &ringRun{t: t, env: env, wire: &wire{received: map[string]int{}}}
+	r := &ringRun{t: t, env: env, wire: &wire{received: map[string]map[string]bool{}}}
 	createLargeData(t, env, "before", before)
 
 	for _, name := range []string{"m-0", "m-1"} {
@@ -270,7 +269,9 @@ func (r *ringRun) reconciledBy(key types.NamespacedName) ([]string, bool) {
 	return who, len(who) > 0
 }
 
-func (r *ringRun) received(member string) int { return r.wire.get(member) }
+// received returns how many of the LargeData created after the ring settled
+// the member was sent.
+func (r *ringRun) received(member string) int { return r.wire.get(member, r.afterKeys) }
 
 func (r *ringRun) getRing() *shardingv1alpha1.ShardRing {
 	sr := &shardingv1alpha1.ShardRing{}
@@ -448,9 +449,12 @@ func (l *logs) contains(s string) bool {
 
 // wire counts, per member, the LargeData the API server sends it: the items
 // of lists and the ADDED events of watches.
+// wire records, per member, the keys of the LargeData its API responses
+// carried since the last reset. A relist (a slot group compacted, a watch
+// restarted) sends objects again, so objects, not responses, are counted.
 type wire struct {
 	mu       sync.Mutex
-	received map[string]int
+	received map[string]map[string]bool
 }
 
 func (w *wire) reset() {
@@ -459,16 +463,28 @@ func (w *wire) reset() {
 	w.mu.Unlock()
 }
 
-func (w *wire) get(member string) int {
+// get returns how many of keys the member was sent since the last reset.
+func (w *wire) get(member string, keys keySet) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.received[member]
+	n := 0
+	for key := range keys {
+		if w.received[member][key.String()] {
+			n++
+		}
+	}
+	return n
 }
 
-func (w *wire) add(member string, n int) {
+func (w *wire) add(member string, keys []string) {
 	w.mu.Lock()
-	w.received[member] += n
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if w.received[member] == nil {
+		w.received[member] = map[string]bool{}
+	}
+	for _, k := range keys {
+		w.received[member][k] = true
+	}
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)
@@ -484,50 +500,10 @@ func (w *wire) wrap(member string) func(http.RoundTripper) http.RoundTripper {
 				return resp, err
 			}
 			watching := req.URL.Query().Get("watch") == "true"
-			pr, pw := io.Pipe()
-			body := resp.Body
-			var once sync.Once
-			resp.Body = &teeBody{Reader: io.TeeReader(body, pw), close: func() error {
-				err := body.Close()
-				once.Do(func() { _ = pw.Close() })
-				return err
-			}}
-			go w.count(member, watching, pr)
-			return resp, nil
+			return wirecount.Received(resp, watching, func(keys []string) { w.add(member, keys) }, nil), nil
 		})
 	}
 }
-
-func (w *wire) count(member string, watching bool, r io.Reader) {
-	defer func() { _, _ = io.Copy(io.Discard, r) }() // never block the client's reads
-	dec := json.NewDecoder(r)
-	if watching {
-		for {
-			var ev struct {
-				Type string `json:"type"`
-			}
-			if dec.Decode(&ev) != nil {
-				return
-			}
-			if ev.Type == "ADDED" {
-				w.add(member, 1)
-			}
-		}
-	}
-	var list struct {
-		Items []json.RawMessage `json:"items"`
-	}
-	if dec.Decode(&list) == nil {
-		w.add(member, len(list.Items))
-	}
-}
-
-type teeBody struct {
-	io.Reader
-	close func() error
-}
-
-func (b *teeBody) Close() error { return b.close() }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
