@@ -70,6 +70,19 @@ func NewReconciler(c client.Client, scheme *runtime.Scheme, st store.Store, opts
 // deleted object's records, initialize a batch, or process a batch; then it
 // patches the status and requeues until the dataset is done.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	if apierrors.IsConflict(err) {
+		// The status was computed from a cached copy older than the object:
+		// writing it would overwrite newer fields. The cache catches up in
+		// milliseconds; the store's progress is kept, so the next reconcile
+		// writes the right status.
+		logf.FromContext(ctx).V(1).Info("Status computed from a stale copy; reconciling again", "reason", err.Error())
+		return reconcile.Result{RequeueAfter: r.opts.BatchInterval}, nil
+	}
+	return res, err
+}
+
+func (r *Reconciler) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	ld := &datav1alpha1.LargeData{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ld); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -1,6 +1,7 @@
 package largedata_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
@@ -364,4 +366,49 @@ func TestReconcileSummaryNameTaken(t *testing.T) {
 	if err := f.c.Get(t.Context(), client.ObjectKeyFromObject(mine), got); err != nil || got.Data["a"] != "b" || len(got.OwnerReferences) != 0 {
 		t.Errorf("the reconciler touched a ConfigMap it does not own: %+v (%v)", got, err)
 	}
+}
+
+// A status computed from a cached copy older than the object must not be
+// written: a merge patch from it would mix its fields into a status that has
+// moved on. The write is refused, the reconcile asks to run again, and the
+// next one, from a fresh copy, finishes the dataset.
+func TestReconcileRefusesAStatusFromAStaleCopy(t *testing.T) {
+	f := newFixture(t, dataset(2000, datav1alpha1.ProcessingChecksum), largedata.Options{})
+	if _, err := f.reconcile(t); err != nil {
+		t.Fatal(err)
+	}
+	stale := f.get(t)
+	if _, err := f.reconcile(t); err != nil {
+		t.Fatal(err)
+	}
+	moved := f.get(t)
+	if moved.ResourceVersion == stale.ResourceVersion {
+		t.Fatal("the second reconcile wrote no status; the test needs one that did")
+	}
+
+	// A reconciler whose reads return the old copy, as a lagging cache would.
+	lagging := interceptor.NewClient(f.c.(client.WithWatch), interceptor.Funcs{
+		Get: func(_ context.Context, _ client.WithWatch, _ client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+			stale.DeepCopyInto(obj.(*datav1alpha1.LargeData))
+			return nil
+		},
+	})
+	r, err := largedata.NewReconciler(lagging, f.c.Scheme(), f.st, largedata.Options{Clock: f.clock, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reconcile(t.Context(), f.req)
+	if err != nil || res.RequeueAfter <= 0 {
+		t.Fatalf("reconcile from a stale copy: %+v, %v; want a requeue and no error", res, err)
+	}
+	if now := f.get(t); now.ResourceVersion != moved.ResourceVersion {
+		t.Fatalf("a status computed from resourceVersion %s was written over %s", stale.ResourceVersion, moved.ResourceVersion)
+	}
+
+	f.reconcileUntilDone(t)
+	done := f.get(t)
+	if done.Status.Phase != datav1alpha1.PhaseReady {
+		t.Fatalf("phase %q after the retries, want Ready", done.Status.Phase)
+	}
+	wantCondition(t, done, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
 }

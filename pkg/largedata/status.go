@@ -127,7 +127,12 @@ func (r *Reconciler) patchStatus(ctx context.Context, ld, before *datav1alpha1.L
 	if equality.Semantic.DeepEqual(before.Status, ld.Status) {
 		return nil
 	}
-	if err := r.Client.Status().Patch(ctx, ld, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+	// With the resourceVersion of the copy the status was computed from: a
+	// merge patch sends only what changed against that copy, so from a stale
+	// cached copy it would mix new fields into a status that moved on (a
+	// phase Ready next to a Ready condition False). The API server refuses
+	// it instead, and Reconcile tries again.
+	if err := r.Client.Status().Patch(ctx, ld, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("patching the status of LargeData %s: %w", klog.KObj(ld), err)
 	}
 	return nil
