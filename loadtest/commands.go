@@ -40,11 +40,7 @@ func createCommand(ctx context.Context, args []string) error {
 	if err := firstError(of.validate(), wf.validate()); err != nil {
 		return err
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	c, _, err := newClients(cfg)
+	c, _, err := cf.clients()
 	if err != nil {
 		return err
 	}
@@ -74,11 +70,7 @@ func churnCommand(ctx context.Context, args []string) error {
 	if err := of.validate(); err != nil {
 		return err
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	c, _, err := newClients(cfg)
+	c, _, err := cf.clients()
 	if err != nil {
 		return err
 	}
@@ -108,11 +100,7 @@ func scaleCommand(ctx context.Context, args []string) error {
 	if len(steps) == 0 {
 		return fmt.Errorf("--schedule is required")
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	c, cs, err := newClients(cfg)
+	c, cs, err := cf.clients()
 	if err != nil {
 		return err
 	}
@@ -169,11 +157,7 @@ func measureCommand(ctx context.Context, args []string) error {
 		}
 		out = filepath.Join(root, "bin", "loadtest", "report")
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	c, cs, err := newClients(cfg)
+	c, cs, err := cf.clients()
 	if err != nil {
 		return err
 	}
@@ -269,11 +253,7 @@ func cleanupCommand(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	c, _, err := newClients(cfg)
+	c, _, err := cf.clients()
 	if err != nil {
 		return err
 	}

@@ -77,6 +77,16 @@ func (f *clientFlags) config() (*rest.Config, error) {
 	return f.apply(cfg), nil
 }
 
+// clients returns a controller-runtime client and a clientset for the
+// cluster of the flags.
+func (f *clientFlags) clients() (client.WithWatch, kubernetes.Interface, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	return newClients(cfg)
+}
+
 func newClients(cfg *rest.Config) (client.WithWatch, kubernetes.Interface, error) {
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.NewScheme()})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -82,3 +83,27 @@ type teeBody struct {
 }
 
 func (b *teeBody) Close() error { return b.close() }
+
+// RoundTripperFunc is an http.RoundTripper made of a function, for the
+// transport wrappers (rest.Config.Wrap) that observe a client's traffic.
+type RoundTripperFunc func(*http.Request) (*http.Response, error)
+
+// RoundTrip calls f.
+func (f RoundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// Resource names the resource of a namespaced API path, with its
+// subresource: "leases", "shardrings/status"; a path it cannot read is
+// returned as it is.
+func Resource(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	for i, p := range parts {
+		if p == "namespaces" && i+2 < len(parts) {
+			rest := parts[i+2:]
+			if len(rest) >= 3 {
+				return rest[0] + "/" + rest[2]
+			}
+			return rest[0]
+		}
+	}
+	return path
+}

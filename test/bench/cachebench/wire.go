@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/kubeshard/kubeshard/internal/wirecount"
 )
 
 // call is one kind of API request: its verb (get, list, watch, create,
@@ -45,12 +47,8 @@ func newWire(leaderLease string) *wire {
 	return &wire{leaderLease: leaderLease, calls: map[call]int{}}
 }
 
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 func (w *wire) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
+	return wirecount.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		p := parsePath(req.URL.Path)
 		q := req.URL.Query()
 		watching := q.Get("watch") == "true" || q.Get("watch") == "1"

@@ -554,15 +554,11 @@ type writes struct {
 	counts map[string]int
 }
 
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 func (w *writes) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
+	return wirecount.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		if req.Method != http.MethodGet {
 			w.mu.Lock()
-			w.counts[resourceOf(req.URL.Path)]++
+			w.counts[wirecount.Resource(req.URL.Path)]++
 			w.mu.Unlock()
 		}
 		return rt.RoundTrip(req)
@@ -600,7 +596,7 @@ func (w *writes) snapshot() map[string]int {
 // response body.
 func countLargeData(n *atomic.Int64) func(http.RoundTripper) http.RoundTripper {
 	return func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripper(func(req *http.Request) (*http.Response, error) {
+		return wirecount.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := rt.RoundTrip(req)
 			if err != nil || req.Method != http.MethodGet || resp.StatusCode != http.StatusOK ||
 				!strings.HasSuffix(req.URL.Path, "/largedata") {
@@ -610,22 +606,6 @@ func countLargeData(n *atomic.Int64) func(http.RoundTripper) http.RoundTripper {
 			return wirecount.Received(resp, watching, func(keys []string) { n.Add(int64(len(keys))) }, nil), nil
 		})
 	}
-}
-
-// resourceOf names the resource of an API path: "leases",
-// "shardrings/status", ...
-func resourceOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i, p := range parts {
-		if p == "namespaces" && i+2 < len(parts) {
-			rest := parts[i+2:]
-			if len(rest) >= 3 {
-				return rest[0] + "/" + rest[2]
-			}
-			return rest[0]
-		}
-	}
-	return path
 }
 
 func print(cfg benchConfig, rs []result) {

@@ -26,6 +26,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
 	"github.com/kubeshard/kubeshard/pkg/membership"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
@@ -41,10 +42,10 @@ type writeCounter struct {
 }
 
 func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
+	return wirecount.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		if req.Method != http.MethodGet {
 			w.mu.Lock()
-			w.counts[resourceOf(req.URL.Path)]++
+			w.counts[wirecount.Resource(req.URL.Path)]++
 			w.mu.Unlock()
 		}
 		return rt.RoundTrip(req)
@@ -60,26 +61,6 @@ func (w *writeCounter) snapshot() map[string]int {
 	}
 	return out
 }
-
-// resourceOf names the resource of an API path: "leases",
-// "shardrings/status", ...
-func resourceOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i, p := range parts {
-		if p == "namespaces" && i+2 < len(parts) {
-			rest := parts[i+2:]
-			if len(rest) >= 3 {
-				return rest[0] + "/" + rest[2]
-			}
-			return rest[0]
-		}
-	}
-	return path
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // member is one replica of the operator: a manager with its ring membership.
 type member struct {

@@ -487,13 +487,9 @@ func (w *wire) add(member string, keys []string) {
 	}
 }
 
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
 func (w *wire) wrap(member string) func(http.RoundTripper) http.RoundTripper {
 	return func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripper(func(req *http.Request) (*http.Response, error) {
+		return wirecount.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := rt.RoundTrip(req)
 			if err != nil || req.Method != http.MethodGet || resp.StatusCode != http.StatusOK ||
 				!strings.HasSuffix(req.URL.Path, "/largedata") {
