@@ -25,7 +25,8 @@ import (
 const Finalizer = "data.kubeshard.dev/cleanup"
 
 // Reconciler makes a LargeData's dataset in the store what the spec says,
-// one batch per reconcile, and reports progress in the status.
+// at most one batch of creation and one of processing per reconcile, and
+// reports progress in the status.
 //
 // Errors: a spec that can never succeed (above the store quota, or a
 // processing this version does not know) is a reconcile.TerminalError and
@@ -132,9 +133,11 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, ld *datav1alpha1.Larg
 	}
 
 	processedNow := false
-	// One batch per reconcile: the one that completes initialization leaves
-	// processing to the next.
-	if wasInitialized && p.Initialized && p.Pending() > 0 {
+	// At most one batch of each kind per reconcile: once the generation is
+	// initialized, by an earlier reconcile or by this one's batch, one batch
+	// of processing. A dataset within both batch sizes is done in one
+	// reconcile and one status write.
+	if p.Initialized && p.Pending() > 0 {
 		start := r.Clock.Now()
 		res, err := r.Store.ProcessBatch(sctx, key, store.Batch{
 			Generation: ld.Generation, Limit: batchSize(ld), Workers: r.opts.Workers, Transform: transform,

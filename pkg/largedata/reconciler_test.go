@@ -141,13 +141,13 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 func TestReconcileProcessesOneBatchPerReconcile(t *testing.T) {
 	f := newFixture(t, dataset(1200, datav1alpha1.ProcessingUppercase), largedata.Options{})
 
-	// Each reconcile does one batch, of creation (all 1200 records fit in
-	// one) or of processing (500), and reports it, rounded down.
+	// Each reconcile does at most one batch of creation (all 1200 records
+	// fit in the first) and one of processing (500), and reports it,
+	// rounded down.
 	for i, want := range []struct {
 		phase datav1alpha1.Phase
 		ratio string
 	}{
-		{datav1alpha1.PhaseProcessing, "0.000"},
 		{datav1alpha1.PhaseProcessing, "0.416"},
 		{datav1alpha1.PhaseProcessing, "0.833"},
 		{datav1alpha1.PhaseReady, "1.000"},
@@ -212,6 +212,37 @@ func TestReconcileProcessesOneBatchPerReconcile(t *testing.T) {
 	if n := f.reconcileUntilDone(t); n != 1 || f.get(t).ResourceVersion != rv {
 		t.Errorf("a reconcile of a done dataset requeued or wrote the object")
 	}
+}
+
+// A dataset within both batch sizes, the common case of many small objects,
+// costs the API server one status write per generation: its first reconcile
+// creates and processes every record and reports it done.
+func TestReconcileSmallDatasetInOneStatusWrite(t *testing.T) {
+	ld := dataset(100, datav1alpha1.ProcessingChecksum)
+	ld.Spec.PublishSummary = false
+	f := newFixture(t, ld, largedata.Options{})
+	var statusWrites int
+	counting := interceptor.NewClient(f.c.(client.WithWatch), interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			statusWrites++
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	r, err := largedata.NewReconciler(counting, f.c.Scheme(), f.st, largedata.Options{Clock: f.clock, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reconcile(t.Context(), f.req)
+	if err != nil || res.RequeueAfter != 0 {
+		t.Fatalf("first reconcile: %+v, %v; want done, no requeue", res, err)
+	}
+	got := f.get(t)
+	if got.Status.Phase != datav1alpha1.PhaseReady || got.Status.ProcessedCount != 100 || statusWrites != 1 {
+		t.Errorf("after one reconcile: phase %s, %d processed, %d status writes; want Ready, 100, 1",
+			got.Status.Phase, got.Status.ProcessedCount, statusWrites)
+	}
+	wantCondition(t, got, datav1alpha1.ConditionInitialized, metav1.ConditionTrue, largedata.ReasonInitialized)
+	wantCondition(t, got, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
 }
 
 func TestReconcileNewGenerationReprocesses(t *testing.T) {
