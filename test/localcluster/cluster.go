@@ -102,6 +102,10 @@ func (c *Cluster) start(ctx context.Context) error {
 		// The data dies with the test; fsync is most of the cost of a write on
 		// a shared CI disk.
 		"--unsafe-no-fsync=true",
+		// The load test keeps 100,000s of objects of several KiB, and their
+		// revisions until the API server compacts them (every 5 minutes):
+		// more than the default 2 GiB quota, after which etcd refuses writes.
+		"--quota-backend-bytes=8589934592",
 		"--log-level=warn",
 	})
 	if err := c.run(ctx, etcd, func(ctx context.Context) error { return checkEtcd(ctx, etcdURL) }); err != nil {
