@@ -78,6 +78,11 @@ func Markdown(r Report) string {
 		row("of which LargeData", "%s", rates(r.LargeData))
 		row("API server CPU (mean)", "%.2f cores", r.APIServerCPU)
 	}
+	if m := r.APIServerMemory; m != nil {
+		row("API server memory at the last sample", "RSS %.0f MiB (peak %.0f MiB), heap in use %.0f MiB, with %d objects",
+			m.RSSBytes/(1<<20), m.PeakRSSBytes/(1<<20), m.HeapBytes/(1<<20), m.Objects)
+		row("etcd database size at the last sample", "%.0f MiB", m.StorageBytes/(1<<20))
+	}
 	if r.LoadAverage > 0 {
 		row("machine load average (mean of the 1-minute figure)", "%.1f", r.LoadAverage)
 	}

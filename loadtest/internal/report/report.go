@@ -117,6 +117,16 @@ type MemberFigures struct {
 	MeanCPU      float64 `json:"meanCpuCores"`
 }
 
+// ServerMemory is the API server's memory and its etcd database's size.
+type ServerMemory struct {
+	// Objects is the number of the run's objects at that sample.
+	Objects      int     `json:"objects"`
+	RSSBytes     float64 `json:"rssBytes"`
+	PeakRSSBytes float64 `json:"peakRssBytes"`
+	HeapBytes    float64 `json:"heapInuseBytes"`
+	StorageBytes float64 `json:"storageBytes"`
+}
+
 // LatencyBucket is the latency percentiles of the generations reconciled
 // in one interval.
 type LatencyBucket struct {
@@ -155,6 +165,9 @@ type Report struct {
 	// IdleWriteTimes are when (seconds since the start) each was seen.
 	IdleWriteTimes []float32 `json:"idleWriteTimes,omitempty"`
 	APIServerCPU   float64   `json:"apiServerMeanCpuCores,omitempty"`
+	// APIServerMemory is the API server's memory and its etcd database's
+	// size at the last sample, with the API server's peak resident memory.
+	APIServerMemory *ServerMemory `json:"apiServerMemory,omitempty"`
 	// LoadAverage is the machine's mean one-minute load average.
 	LoadAverage float64            `json:"meanLoadAverage,omitempty"`
 	APIServer   map[string]float64 `json:"apiServerMeanRequestsPerSecond,omitempty"`
@@ -214,6 +227,7 @@ func Build(in Input) Report {
 	if n > 0 {
 		r.APIServerCPU = round(cpu / float64(n))
 	}
+	r.APIServerMemory = serverMemory(in.Snapshots)
 	if nLoad > 0 {
 		r.LoadAverage = round(load / float64(nLoad))
 	}
@@ -321,6 +335,21 @@ func members(snaps []sampler.Snapshot) []MemberFigures {
 		out = append(out, *f)
 	}
 	return out
+}
+
+func serverMemory(snaps []sampler.Snapshot) *ServerMemory {
+	var m *ServerMemory
+	var peak float64
+	for _, s := range snaps {
+		if s.APIServerRSS > 0 {
+			peak = max(peak, s.APIServerRSS)
+			m = &ServerMemory{Objects: s.Objects, RSSBytes: s.APIServerRSS, HeapBytes: s.APIServerHeap, StorageBytes: s.StorageBytes}
+		}
+	}
+	if m != nil {
+		m.PeakRSSBytes = peak
+	}
+	return m
 }
 
 func meanRates(snaps []sampler.Snapshot) (all, largeData map[string]float64) {

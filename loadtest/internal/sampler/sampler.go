@@ -76,6 +76,13 @@ type Snapshot struct {
 	// APIServerCPU is the API server's CPU use since the previous sample,
 	// in cores.
 	APIServerCPU float64 `json:"apiServerCpuCores,omitempty"`
+	// APIServerRSS and APIServerHeap are the API server's resident memory
+	// and Go heap in use, in bytes; most of it is its watch cache, which
+	// grows with the objects. StorageBytes is the size of its etcd database
+	// (apiserver_storage_size_bytes).
+	APIServerRSS  float64 `json:"apiServerRssBytes,omitempty"`
+	APIServerHeap float64 `json:"apiServerHeapInuseBytes,omitempty"`
+	StorageBytes  float64 `json:"storageBytes,omitempty"`
 	// LoadAverage is the machine's one-minute load average, where the
 	// harness runs (Linux only): the members share the cores with whatever
 	// else runs.
@@ -167,12 +174,7 @@ func (s *Sampler) Sample(ctx context.Context) {
 	}
 	if s.opts.APIServerMetrics != nil {
 		if body, err := s.opts.APIServerMetrics(ctx); err == nil {
-			byVerb, largeData, cpu := apiRequests(body)
-			if s.lastAPI != nil && elapsed > 0 {
-				snap.APIRequests, snap.LargeDataRequests = rates(byVerb, s.lastAPI, elapsed), rates(largeData, s.lastLD, elapsed)
-				snap.APIServerCPU = max(0, cpu-s.lastAPICPU) / elapsed
-			}
-			s.lastAPI, s.lastLD, s.lastAPICPU = byVerb, largeData, cpu
+			s.apiServerMetrics(&snap, body, elapsed)
 		}
 	}
 	if ctx.Err() != nil {
@@ -182,6 +184,23 @@ func (s *Sampler) Sample(ctx context.Context) {
 	s.mu.Lock()
 	s.snapshots = append(s.snapshots, snap)
 	s.mu.Unlock()
+}
+
+func (s *Sampler) apiServerMetrics(snap *Snapshot, body []byte, elapsed float64) {
+	fams, err := parse(body)
+	if err != nil {
+		return
+	}
+	byVerb, largeData := apiRequests(fams)
+	cpu := sum(fams["process_cpu_seconds_total"])
+	if s.lastAPI != nil && elapsed > 0 {
+		snap.APIRequests, snap.LargeDataRequests = rates(byVerb, s.lastAPI, elapsed), rates(largeData, s.lastLD, elapsed)
+		snap.APIServerCPU = max(0, cpu-s.lastAPICPU) / elapsed
+	}
+	s.lastAPI, s.lastLD, s.lastAPICPU = byVerb, largeData, cpu
+	snap.APIServerRSS = sum(fams["process_resident_memory_bytes"])
+	snap.APIServerHeap = sum(fams["go_memstats_heap_inuse_bytes"])
+	snap.StorageBytes = sum(fams["apiserver_storage_size_bytes"])
 }
 
 func (s *Sampler) memberMetrics(ctx context.Context, m *Member, elapsed float64) {
@@ -213,17 +232,12 @@ func parse(body []byte) (map[string]*dto.MetricFamily, error) {
 }
 
 // apiRequests sums apiserver_request_total by verb, for every resource and
-// for LargeData, and reads the API server's CPU seconds.
-func apiRequests(body []byte) (byVerb, largeData map[string]float64, cpu float64) {
+// for LargeData.
+func apiRequests(fams map[string]*dto.MetricFamily) (byVerb, largeData map[string]float64) {
 	byVerb, largeData = map[string]float64{}, map[string]float64{}
-	fams, err := parse(body)
-	if err != nil {
-		return byVerb, largeData, 0
-	}
-	cpu = sum(fams["process_cpu_seconds_total"])
 	fam := fams["apiserver_request_total"]
 	if fam == nil {
-		return byVerb, largeData, cpu
+		return byVerb, largeData
 	}
 	for _, m := range fam.Metric {
 		var verb, resource string
@@ -235,13 +249,13 @@ func apiRequests(body []byte) (byVerb, largeData map[string]float64, cpu float64
 				resource = l.GetValue()
 			}
 		}
-		v := m.GetCounter().GetValue()
+		v := value(m)
 		byVerb[verb] += v
 		if resource == "largedata" {
 			largeData[verb] += v
 		}
 	}
-	return byVerb, largeData, cpu
+	return byVerb, largeData
 }
 
 func rates(now, last map[string]float64, elapsed float64) map[string]float64 {
@@ -260,16 +274,23 @@ func sum(fam *dto.MetricFamily) float64 {
 	}
 	var total float64
 	for _, m := range fam.Metric {
-		switch {
-		case m.Counter != nil:
-			total += m.Counter.GetValue()
-		case m.Gauge != nil:
-			total += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			total += m.Untyped.GetValue()
-		}
+		total += value(m)
 	}
 	return total
+}
+
+// value is a counter's, gauge's or untyped sample's value (an exposition
+// without TYPE lines has only untyped ones).
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
 }
 
 // Settled reports whether the ring is Ready with n members that each own
