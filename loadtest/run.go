@@ -51,6 +51,7 @@ type scenario struct {
 	reconcileTimeout time.Duration
 	cleanup          bool
 	operatorArgs     string
+	postgres         bool
 	ring             string
 	statefulSet      string
 
@@ -74,6 +75,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.reconcileTimeout, "reconcile-timeout", 30*time.Minute, "How long to wait for every object to be reconciled after the creates and after the churn; when it passes, the reports are written and marked incomplete.")
 	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
+	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
 	fs.StringVar(&sc.statefulSet, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the operator's StatefulSet.")
 }
@@ -87,6 +89,9 @@ func (sc *scenario) validate() error {
 	}
 	if sc.members < 1 || sc.baseline < 0 || sc.churnShare <= 0 || sc.churnShare > 1 || sc.churnDuration < 0 || sc.sampleInterval <= 0 || sc.reconcileTimeout <= 0 {
 		errs = append(errs, errors.New("--members must be at least 1, --baseline not negative, --churn-share in (0, 1], --churn-duration not negative, --sample-interval and --reconcile-timeout positive"))
+	}
+	if sc.postgres && sc.client.kubeconfig != "" {
+		errs = append(errs, errors.New("--postgres starts the store of the local cluster; with --kubeconfig, the operator's store is its own"))
 	}
 	if _, err := parseSchedule(sc.scale); err != nil {
 		errs = append(errs, err)
@@ -156,7 +161,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	local := sc.client.kubeconfig == ""
 	if local {
 		env, err := localenv.Start(ctx, localenv.Options{
-			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs), Progress: sc.progress,
+			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs), Postgres: sc.postgres, Progress: sc.progress,
 		})
 		if env != nil {
 			defer func() {
@@ -242,7 +247,10 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		},
 	}
 	if local {
-		in.Scenario.OperatorArgs = sc.operatorArgs
+		in.Scenario.OperatorArgs, in.Scenario.Store = sc.operatorArgs, "memory"
+		if sc.postgres {
+			in.Scenario.Store = "postgres"
+		}
 	} else if n, err := currentReplicas(ctx, cs, key(sc.statefulSet)); err == nil {
 		in.Scenario.Members = n
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,7 @@ import (
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testpg"
 	"github.com/kubeshard/kubeshard/internal/webhookcert"
 	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"
 	"github.com/kubeshard/kubeshard/test/localcluster"
@@ -57,6 +59,12 @@ type Options struct {
 	// OperatorArgs are appended to the operator container's args, such as
 	// --kube-api-qps=500. Default: none.
 	OperatorArgs []string
+	// Postgres runs a throwaway PostgreSQL server on loopback for the run
+	// (internal/testpg: the Debian package's binaries) and starts the
+	// members with --store=postgres on it, the store the operator is meant
+	// to run with: records shared by all members, so a new owner of a slot
+	// finds its datasets. Default: the in-memory store, one per member.
+	Postgres bool
 	// Progress receives one line per step; nil prints nothing.
 	Progress io.Writer
 }
@@ -69,6 +77,7 @@ type Env struct {
 	Kubeconfig string
 
 	cluster    *localcluster.Cluster
+	postgres   *testpg.Server
 	runner     *podrunner.Runner
 	stopRunner context.CancelFunc
 	runnerDone chan error
@@ -120,6 +129,17 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			err = errors.Join(err, env.Stop())
 		}
 	}()
+	operatorArgs := opts.OperatorArgs
+	if opts.Postgres {
+		step("Starting PostgreSQL on loopback")
+		env.postgres, err = testpg.Start(ctx, testpg.Options{Database: "largedata"})
+		if err != nil {
+			return nil, fmt.Errorf("starting PostgreSQL: %w", err)
+		}
+		// Eight connections per member: a batch holds one, the rest serve
+		// concurrent reconciles; five members stay within the server's 100.
+		operatorArgs = append(slices.Clone(operatorArgs), "--store=postgres", "--postgres-url="+env.postgres.URL()+"&pool_max_conns=8")
+	}
 	c, err := client.New(env.Config, client.Options{Scheme: testenv.NewScheme()})
 	if err != nil {
 		return nil, err
@@ -151,7 +171,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := pointWebhook(ctx, c, webhookPort, caBundle); err != nil {
 		return nil, err
 	}
-	if err := configureStatefulSet(ctx, c, opts.Members, opts.OperatorArgs); err != nil {
+	if err := configureStatefulSet(ctx, c, opts.Members, operatorArgs); err != nil {
 		return nil, err
 	}
 
@@ -291,6 +311,12 @@ func (e *Env) Stop() error {
 	}
 	if err := e.cluster.Stop(); err != nil {
 		errs = append(errs, err)
+	}
+	if e.postgres != nil {
+		if err := e.postgres.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping PostgreSQL: %w", err))
+		}
+		e.postgres = nil
 	}
 	return errors.Join(errs...)
 }

@@ -32,6 +32,12 @@ func Markdown(r Report) string {
 	if s.Scale != "" {
 		fmt.Fprintf(&b, " Scale: %s.", s.Scale)
 	}
+	switch s.Store {
+	case "postgres":
+		b.WriteString(" Store: PostgreSQL (a throwaway server on loopback), shared by the members.")
+	case "memory":
+		b.WriteString(" Store: in memory, one per member.")
+	}
 	if s.OperatorArgs != "" {
 		fmt.Fprintf(&b, " Extra operator flags: `%s`.", s.OperatorArgs)
 	}

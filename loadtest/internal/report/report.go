@@ -44,6 +44,9 @@ type Scenario struct {
 	ChurnSeconds float64 `json:"churnSeconds,omitempty"`
 	Scale        string  `json:"scale,omitempty"`
 	OperatorArgs string  `json:"operatorArgs,omitempty"`
+	// Store is the operator's store on the local cluster: memory or
+	// postgres; empty for a given cluster.
+	Store string `json:"store,omitempty"`
 }
 
 // Event marks a moment of the run on the charts.

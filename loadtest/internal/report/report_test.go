@@ -39,7 +39,7 @@ func TestPercentilesAreNearestRank(t *testing.T) {
 // rebalance), and a member that left before the end.
 func input() Input {
 	return Input{
-		Scenario:  Scenario{Objects: 4, Namespaces: 1, Members: 2, Concurrency: 8, Scale: "3@10s"},
+		Scenario:  Scenario{Objects: 4, Namespaces: 1, Members: 2, Concurrency: 8, Scale: "3@10s", LocalCluster: true, Store: "postgres"},
 		StartedAt: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
 		Baseline:  &workload.Result{Done: 100, Rate: 50},
 		Create:    &workload.Result{Done: 4, Rate: 40, FirstRate: 45},
@@ -185,6 +185,7 @@ func TestWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
+		"Store: PostgreSQL (a throwaway server on loopback), shared by the members.",
 		"| harness / baseline create rate | 0.90 |",
 		"| first create to every object reconciled | 12.5 s |",
 		"| scale 2 -> 3 at 20 s: to the ring settled | 10.0 s |",
