@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/test/podrunner"
 )
 
@@ -31,6 +32,19 @@ func TestDefault(t *testing.T) {
 	t.Run("ports", func(t *testing.T) { checkPortsMatchArgs(t, m) })
 	t.Run("certificate", func(t *testing.T) { checkCertificate(t, m) })
 	t.Run("monitoring", func(t *testing.T) { checkMonitoring(t, m) })
+	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
+}
+
+// TestShardSelector checks deploy/shardselector: deploy/default with the
+// ring in selectorMode ShardSelector, so no webhook for LargeData.
+func TestShardSelector(t *testing.T) {
+	m := build(t, "deploy/shardselector")
+	checkCommon(t, m)
+	if ring := get[shardingv1alpha1.ShardRing](t, m, "ShardRing", "largedata"); ring.Spec.SelectorMode != shardingv1alpha1.SelectorModeShardSelector {
+		t.Errorf("selectorMode is %q, want ShardSelector", ring.Spec.SelectorMode)
+	}
+	t.Run("ports", func(t *testing.T) { checkPortsMatchArgs(t, m) })
+	t.Run("certificate", func(t *testing.T) { checkCertificate(t, m) })
 	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
 }
 

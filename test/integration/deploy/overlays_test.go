@@ -188,13 +188,25 @@ func checkRing(t *testing.T, m manifest) {
 	for _, u := range m.all("MutatingWebhookConfiguration") {
 		webhooks = append(webhooks, typed[admissionregistrationv1.MutatingWebhookConfiguration](t, u).Webhooks...)
 	}
-	var sharded []shardingv1alpha1.GroupResource
-	for _, r := range ring.Spec.Resources {
-		sharded = append(append(sharded, r.GroupResource), r.Children...)
+	// Every sharded kind needs its slot label from the webhook on create,
+	// except the main kinds of a ring in selectorMode ShardSelector: the API
+	// server selects them by uid, and a webhook call would only add latency
+	// to each create.
+	byUID := ring.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector
+	labelled := func(gr shardingv1alpha1.GroupResource) bool {
+		return slices.ContainsFunc(webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return labelsOnCreate(w, gr) })
 	}
-	for _, gr := range sharded {
-		if !slices.ContainsFunc(webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return labelsOnCreate(w, gr) }) {
-			t.Errorf("no webhook labels %q/%q on CREATE, which the ring shards", gr.Group, gr.Resource)
+	for _, r := range ring.Spec.Resources {
+		switch {
+		case byUID && labelled(r.GroupResource):
+			t.Errorf("a webhook is called on CREATE of %q/%q, which the ring selects by uid (selectorMode ShardSelector)", r.Group, r.Resource)
+		case !byUID && !labelled(r.GroupResource):
+			t.Errorf("no webhook labels %q/%q on CREATE, which the ring shards", r.Group, r.Resource)
+		}
+		for _, gr := range r.Children {
+			if !labelled(gr) {
+				t.Errorf("no webhook labels %q/%q on CREATE, which the ring shards as a child", gr.Group, gr.Resource)
+			}
 		}
 	}
 }
