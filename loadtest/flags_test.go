@@ -55,3 +55,26 @@ func TestClientFlagsRejectZeroQPS(t *testing.T) {
 		}
 	}
 }
+
+// --postgres starts a store beside the local cluster; with a given cluster
+// the operator's store is not the harness's to choose.
+func TestRunRefusesPostgresWithAKubeconfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--postgres"}, true},
+		{[]string{"--postgres", "--kubeconfig", "some.kubeconfig"}, false},
+		{[]string{"--kubeconfig", "some.kubeconfig"}, true},
+	} {
+		sc := &scenario{}
+		fs := newFlagSet("run", "")
+		sc.register(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.validate(); (err == nil) != tc.ok {
+			t.Errorf("run %v: error %v, want ok %v", tc.args, err, tc.ok)
+		}
+	}
+}
