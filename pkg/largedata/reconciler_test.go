@@ -138,7 +138,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 	return sum
 }
 
-func TestReconcileProcessesOneBatchPerReconcile(t *testing.T) {
+func TestReconcileDoesOneBatchOfEachKindPerReconcile(t *testing.T) {
 	f := newFixture(t, dataset(1200, datav1alpha1.ProcessingUppercase), largedata.Options{})
 
 	// Each reconcile does at most one batch of creation (all 1200 records

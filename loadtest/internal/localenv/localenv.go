@@ -138,7 +138,14 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 		// Eight connections per member: a batch holds one, the rest serve
 		// concurrent reconciles; five members stay within the server's 100.
-		operatorArgs = append(slices.Clone(operatorArgs), "--store=postgres", "--postgres-url="+env.postgres.URL()+"&pool_max_conns=8")
+		pgURL, err := url.Parse(env.postgres.URL())
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL's URL: %w", err)
+		}
+		q := pgURL.Query()
+		q.Set("pool_max_conns", "8")
+		pgURL.RawQuery = q.Encode()
+		operatorArgs = append(slices.Clone(operatorArgs), "--store=postgres", "--postgres-url="+pgURL.String())
 	}
 	c, err := client.New(env.Config, client.Options{Scheme: testenv.NewScheme()})
 	if err != nil {
