@@ -464,24 +464,31 @@ func TestRunRenewsOnEveryTickAndFences(t *testing.T) {
 	for {
 		before := env.api.gets.Load()
 		env.clock.Step(DefaultRetryPeriod)
-		select {
-		case err := <-runErr:
-			if !errors.Is(err, ErrFenced) {
-				t.Fatalf("Run returned %v, want ErrFenced", err)
-			}
-			if got := env.clock.Since(lastRenewal); got != DefaultRenewDeadline {
-				t.Errorf("fenced %v after the last renewal, want renewDeadline %v", got, DefaultRenewDeadline)
-			}
-			if env.fenceds.Load() != 1 || env.m.Valid() {
-				t.Errorf("OnFenced calls %d, Valid() %v; want 1, false", env.fenceds.Load(), env.m.Valid())
-			}
-			return
-		case <-time.After(time.Millisecond):
+		// The clock does not move again until this step's outcome is known:
+		// a renewal attempt, or the member fenced and Run returning.
+		waitFor(t, "an attempt or Run's return", func() bool {
+			return env.api.gets.Load() > before || env.m.Fenced() || len(runErr) > 0
+		})
+		if env.m.Fenced() || len(runErr) > 0 {
+			break
 		}
-		waitFor(t, "an attempt or Run's return", func() bool { return env.api.gets.Load() > before || env.m.Fenced() })
 		if env.clock.Since(lastRenewal) > DefaultRenewDeadline {
 			t.Fatalf("still running %v after the last renewal", env.clock.Since(lastRenewal))
 		}
+	}
+	select {
+	case err := <-runErr:
+		if !errors.Is(err, ErrFenced) {
+			t.Fatalf("Run returned %v, want ErrFenced", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the member is fenced but Run did not return")
+	}
+	if got := env.clock.Since(lastRenewal); got != DefaultRenewDeadline {
+		t.Errorf("fenced %v after the last renewal, want renewDeadline %v", got, DefaultRenewDeadline)
+	}
+	if env.fenceds.Load() != 1 || env.m.Valid() {
+		t.Errorf("OnFenced calls %d, Valid() %v; want 1, false", env.fenceds.Load(), env.m.Valid())
 	}
 }
 
