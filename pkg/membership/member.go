@@ -35,6 +35,14 @@ const (
 	DefaultRetryPeriod   = 2 * time.Second
 )
 
+// Timings returns the renew deadline and the retry period that go with a
+// lease duration, in the defaults' proportions (10/15 and 2/15): the member
+// Leases and the coordinator's election of one ring both use them, so that
+// the ring's leaseDurationSeconds sets how fast either kind of loss is seen.
+func Timings(leaseDuration time.Duration) (renewDeadline, retryPeriod time.Duration) {
+	return leaseDuration * 2 / 3, leaseDuration * 2 / 15
+}
+
 var (
 	// ErrFenced means the member went RenewDeadline without a successful
 	// renewal and has stopped serving for good. The process should exit non-zero

@@ -53,11 +53,12 @@ func (o Options) withDefaults() Options {
 	if o.LeaseDuration == 0 {
 		o.LeaseDuration = membership.DefaultLeaseDuration
 	}
+	renewDeadline, retryPeriod := membership.Timings(o.LeaseDuration)
 	if o.RenewDeadline == 0 {
-		o.RenewDeadline = o.LeaseDuration * 2 / 3
+		o.RenewDeadline = renewDeadline
 	}
 	if o.RetryPeriod == 0 {
-		o.RetryPeriod = o.LeaseDuration * 2 / 15
+		o.RetryPeriod = retryPeriod
 	}
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 30 * time.Second
