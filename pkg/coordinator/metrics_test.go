@@ -63,7 +63,7 @@ func TestHandoverAndRebalanceDurationsAreObserved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.coord.Metrics = m
+	s.metrics = m
 	for _, name := range []string{"op-1", "op-2"} {
 		s.start(name)
 	}

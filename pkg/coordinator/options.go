@@ -8,6 +8,9 @@ import (
 	"k8s.io/utils/clock"
 )
 
+// DefaultRebalanceQuiet is Options.RebalanceQuiet's default.
+const DefaultRebalanceQuiet = 3 * time.Second
+
 // Options configure the coordinator of one ring.
 type Options struct {
 	// Ring is the ShardRing to coordinate. Required.
@@ -32,7 +35,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.RebalanceQuiet == 0 {
-		o.RebalanceQuiet = 3 * time.Second
+		o.RebalanceQuiet = DefaultRebalanceQuiet
 	}
 	if o.RebalanceMaxDelay == 0 {
 		o.RebalanceMaxDelay = 15 * time.Second

@@ -36,10 +36,12 @@ import (
 // The protocol test drives the real coordinator (Reconciler, plan, Tracker) and
 // real member agents (serving.Agent, membership.Member) against a fake API
 // server and a fake clock, through random joins, graceful leaves, crashes,
-// restarts, pauses (SIGSTOP), network partitions, coordinator failovers and
-// members that see the ring's status late, and checks after every step that
-// no two members could reconcile the same slot. Then it lets the ring settle
-// and checks that every slot is served by exactly its owner.
+// restarts, pauses (SIGSTOP), network partitions, coordinator failovers (to a
+// member whose Tracker has watched the Leases for a while, often in the
+// middle of another member's expiry) and members that see the ring's status
+// or the Leases late, and checks after every step that no two members could
+// reconcile the same slot. Then it lets the ring settle and checks that every
+// slot is served by exactly its owner.
 
 const (
 	simSlots    = 64
@@ -70,7 +72,14 @@ type process struct {
 	// stalledUntil: the member's watch of the ShardRing delivers nothing new
 	// before then (a slow or throttled watch), though it keeps working.
 	stalledUntil time.Time
-	lastRenew    time.Time
+	// tracker is what this process has seen of the Leases through its own
+	// watch, which stalls until leasesStalledUntil; the coordinator uses the
+	// tracker of the process that won the election.
+	tracker            *membership.Tracker
+	leasesStalledUntil time.Time
+	lastRenew          time.Time
+	// left: the process released its Lease before it exited.
+	left bool
 	// snapshot is the ShardRing as this member last saw it, the seen-th
 	// version in the sim's history: members see the status late, at different
 	// times, and every version in order, as a watch delivers it.
@@ -101,6 +110,14 @@ type sim struct {
 	clock *clocktesting.FakeClock
 	api   client.Client
 	coord *Reconciler
+	// coordProc is the process whose election made it coordinator; nil for
+	// one that has not started as a member yet.
+	coordProc *process
+	// failovers counts the coordinator changes, midExpiry those that came
+	// while some member was silent but not yet past its lease.
+	failovers, midExpiry int
+	// metrics, if set, is given to every coordinator.
+	metrics *Metrics
 	procs map[string]*process
 	// versions are the ShardRing's versions in the order the API server
 	// wrote them.
@@ -130,20 +147,74 @@ func (s *sim) logf(format string, args ...any) {
 	s.log = append(s.log, fmt.Sprintf("%s ", s.clock.Now().Format("15:04:05.000"))+fmt.Sprintf(format, args...))
 }
 
+func (s *sim) newTracker() *membership.Tracker {
+	return membership.NewTracker(membership.TrackerOptions{Ring: simRingName, Slots: simSlots, Clock: s.clock})
+}
+
+// newCoordinator elects a running process, which coordinates with the
+// Tracker its own watch has fed. With none running, nobody coordinates until
+// one runs.
 func (s *sim) newCoordinator() {
-	opts := Options{Ring: simRing, Clock: s.clock}.withDefaults()
+	var candidates []*process
+	for _, p := range s.alive() {
+		if !p.paused && !p.partitioned {
+			candidates = append(candidates, p)
+		}
+	}
+	if s.coordProc != nil {
+		s.failovers++
+		if s.someoneMidExpiry() {
+			s.midExpiry++
+		}
+	}
+	s.coord, s.coordProc = nil, nil
+	if len(candidates) == 0 {
+		return
+	}
+	s.coordProc = candidates[s.rng.IntN(len(candidates))]
 	s.coord = &Reconciler{
-		Client:   s.api,
-		Recorder: &events.FakeRecorder{},
-		Clock:    s.clock,
-		Tracker:  membership.NewTracker(membership.TrackerOptions{Ring: simRingName, Slots: simSlots, Clock: s.clock}),
-		Options:  opts,
+		Client:    s.api,
+		APIReader: s.api,
+		Recorder:  &events.FakeRecorder{},
+		Clock:     s.clock,
+		Tracker:   s.coordProc.tracker,
+		Metrics:   s.metrics,
+		Options:   Options{Ring: simRing, Clock: s.clock}.withDefaults(),
+	}
+	s.logf("%s coordinates", s.coordProc.name)
+}
+
+// someoneMidExpiry reports whether a member that holds its Lease has not
+// renewed it for less than a lease duration and cannot renew now: the case
+// where a new coordinator's history decides how soon it is called dead.
+func (s *sim) someoneMidExpiry() bool {
+	for _, p := range s.procs {
+		silent := !p.alive || p.paused || p.partitioned
+		if silent && !p.left && s.clock.Since(p.lastRenew) < membership.DefaultLeaseDuration {
+			return true
+		}
+	}
+	return false
+}
+
+// observe delivers the Leases as they are now to a process's Tracker, as
+// its watch does, unless the process cannot run or its watch is stalled.
+func (s *sim) observe(p *process) {
+	if p.paused || p.partitioned || s.clock.Now().Before(p.leasesStalledUntil) {
+		return
+	}
+	leases := &coordinationv1.LeaseList{}
+	if err := s.api.List(s.t.Context(), leases); err != nil {
+		s.t.Fatal(err)
+	}
+	for i := range leases.Items {
+		p.tracker.Observe(&leases.Items[i])
 	}
 }
 
 // start starts a member process; a restarted member reuses its name.
 func (s *sim) start(name string) {
-	p := &process{name: name, alive: true, inFlight: map[int][]func(){}}
+	p := &process{name: name, alive: true, inFlight: map[int][]func(){}, tracker: s.newTracker()}
 	c := interceptor.NewClient(s.api.(client.WithWatch), interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if p.partitioned {
@@ -176,6 +247,7 @@ func (s *sim) start(name string) {
 	p.agent = agent
 	s.procs[name] = p
 	s.renew(p)
+	s.observe(p)
 	s.logf("start %s", name)
 }
 
@@ -220,6 +292,16 @@ func (s *sim) follow(p *process) {
 }
 
 func (s *sim) coordinate() {
+	if p := s.coordProc; p == nil || !p.alive || p.paused || p.partitioned {
+		// The coordinator cannot act; the others elect a new one once its
+		// election Lease has run out.
+		if p == nil || s.clock.Since(p.lastRenew) >= membership.DefaultLeaseDuration {
+			s.newCoordinator()
+		}
+		if s.coord == nil {
+			return
+		}
+	}
 	_, err := s.coord.Reconcile(s.t.Context(), reconcile.Request{NamespacedName: simRing})
 	if err != nil {
 		s.t.Fatalf("coordinator: %v\n%s", err, s.history())
@@ -372,6 +454,9 @@ func (s *sim) step(chaos bool) {
 		if s.rng.IntN(2) == 0 {
 			s.follow(p)
 		}
+		if s.rng.IntN(2) == 0 {
+			s.observe(p)
+		}
 		s.startWork(p)
 		s.endWork(p)
 	}
@@ -396,6 +481,7 @@ func (s *sim) chaos() {
 			cancel()
 			s.logf("leave %s (err=%v)", p.name, err)
 			s.exit(p, "left")
+			p.left = err == nil
 		}
 	case r < 8 && len(alive) > 1:
 		s.exit(pick(), "kill -9")
@@ -419,12 +505,18 @@ func (s *sim) chaos() {
 		p.healAt = s.clock.Now().Add(time.Duration(1+s.rng.IntN(25)) * time.Second)
 		s.logf("partition %s until %s", p.name, p.healAt.Format("15:04:05"))
 	case r < 15:
-		s.newCoordinator()
 		s.logf("coordinator failover")
+		s.newCoordinator()
 	case r < 19 && len(alive) > 0:
 		p := pick()
 		p.stalledUntil = s.clock.Now().Add(time.Duration(2+s.rng.IntN(20)) * time.Second)
 		s.logf("stall the watch of %s until %s", p.name, p.stalledUntil.Format("15:04:05"))
+	case r < 21 && len(alive) > 0:
+		// A Lease watch that stalls longer than a lease: its Tracker thinks
+		// every member silent, and its process may be elected meanwhile.
+		p := pick()
+		p.leasesStalledUntil = s.clock.Now().Add(time.Duration(2+s.rng.IntN(40)) * time.Second)
+		s.logf("stall the Lease watch of %s until %s", p.name, p.leasesStalledUntil.Format("15:04:05"))
 	}
 }
 
@@ -433,6 +525,7 @@ func (s *sim) settle() {
 	for _, p := range s.procs {
 		if p.alive {
 			p.partitioned = false
+			p.leasesStalledUntil = time.Time{}
 			if p.paused {
 				p.resumeAt = s.clock.Now()
 			}
@@ -503,7 +596,11 @@ func TestProtocolNeverServesASlotTwiceAndConverges(t *testing.T) {
 			if ready := findCondition(sr.Status.Conditions, shardingv1alpha1.ConditionReady); ready == nil || ready.Status != metav1.ConditionTrue {
 				t.Errorf("Ready condition after settling: %+v", ready)
 			}
-			t.Logf("%d steps checked, %d events, %d live members, epoch %d", s.checks, len(s.log), len(live), sr.Status.Epoch)
+			if s.midExpiry == 0 {
+				t.Errorf("none of the %d coordinator failovers came while a member was silent but within its lease: the schedule does not test what it should", s.failovers)
+			}
+			t.Logf("%d steps checked, %d events, %d live members, epoch %d, %d failovers (%d in the middle of an expiry)",
+				s.checks, len(s.log), len(live), sr.Status.Epoch, s.failovers, s.midExpiry)
 		})
 	}
 }

@@ -26,12 +26,18 @@ import (
 )
 
 // Reconciler coordinates one ring. It keeps in memory only what a successor
-// can do without: the Tracker's observation times (a new coordinator waits a
-// full lease duration before it calls a silent member dead) and the debounce
-// timer. Everything else is read from the ShardRing and the Leases.
+// can do without: the debounce timer. The Tracker's observation times are
+// this member's own, gathered whether it coordinates or not; everything else
+// is read from the ShardRing and the Leases.
 type Reconciler struct {
-	// Client reads the ShardRing and Leases (cached) and writes the status.
+	// Client reads the ShardRing (cached) and writes the status.
 	Client client.Client
+	// APIReader reads a Lease from the API server itself, to confirm an
+	// expiry that the Tracker saw through a watch.
+	APIReader client.Reader
+	// Synced, if set, reports whether the Tracker has seen the initial list
+	// of the ring's Leases; the coordinator waits for it.
+	Synced func() bool
 	// Recorder records events on the ShardRing.
 	Recorder events.EventRecorder
 	// Clock is the coordinator's clock; expiry and debouncing use only it.
@@ -67,7 +73,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, r.writeInvalid(ctx, sr, err)
 	}
 
-	members, err := r.observeLeases(ctx, sr)
+	if r.Synced != nil && !r.Synced() {
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
+	members, err := r.members(ctx, sr)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -117,25 +126,50 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return reconcile.Result{RequeueAfter: r.requeueAfter(now, wait)}, nil
 }
 
-// observeLeases feeds the ring's member Leases to the Tracker and returns its
-// view of the members.
-func (r *Reconciler) observeLeases(ctx context.Context, sr *shardingv1alpha1.ShardRing) ([]membership.MemberInfo, error) {
-	leases := &coordinationv1.LeaseList{}
-	if err := r.Client.List(ctx, leases, client.InNamespace(sr.Namespace),
-		client.MatchingLabels{shardingv1alpha1.LabelRing: sr.Name}); err != nil {
-		return nil, fmt.Errorf("listing member leases: %w", err)
-	}
-	seen := make(map[string]bool, len(leases.Items))
-	for i := range leases.Items {
-		r.Tracker.Observe(&leases.Items[i])
-		seen[leases.Items[i].Name] = true
-	}
-	for _, m := range r.Tracker.Members() {
-		if !seen[m.LeaseName] {
-			r.Tracker.Forget(m.LeaseName)
+// members returns the Tracker's view of the ring's members, checked against
+// the API server itself wherever it would take slots away. The Tracker learns
+// of the Leases through a watch, and a watch can fall behind or stall without
+// an error; calling a member gone on what only the watch saw could let two
+// members serve its slots. So a member the Tracker finds expired or released,
+// and one the status names that the Tracker has not seen at all, is read from
+// the API server: an expiry or a release stands only if the member wrote
+// nothing since the version the Tracker holds (for an expiry: it has then been
+// silent for a lease duration by this member's own clock), and a member
+// unknown to the Tracker is gone only if its Lease is. One read per such
+// member and Lease version.
+func (r *Reconciler) members(ctx context.Context, sr *shardingv1alpha1.ShardRing) ([]membership.MemberInfo, error) {
+	members := r.Tracker.Members()
+	known := make(map[string]bool, len(members))
+	var check []string
+	for _, m := range members {
+		known[m.LeaseName] = true
+		if !m.Live && !m.Confirmed {
+			check = append(check, m.LeaseName)
 		}
 	}
-	return r.Tracker.Members(), nil
+	for _, m := range sr.Status.Members {
+		if name := membership.LeaseName(sr.Name, m.Name); !known[name] {
+			check = append(check, name)
+		}
+	}
+	for _, name := range check {
+		lease := &coordinationv1.Lease{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: sr.Namespace, Name: name}, lease)
+		switch {
+		case apierrors.IsNotFound(err):
+			r.Tracker.Forget(name)
+		case err != nil:
+			return nil, fmt.Errorf("reading Lease %s to confirm what the watch shows: %w", name, err)
+		case known[name]:
+			r.Tracker.Confirm(lease)
+		default:
+			r.Tracker.Observe(lease)
+		}
+	}
+	if len(check) > 0 {
+		members = r.Tracker.Members()
+	}
+	return members, nil
 }
 
 // shouldRebalance decides whether this step may compute a new target, and if
@@ -250,13 +284,4 @@ func ringOptions(sr *shardingv1alpha1.ShardRing) (ring.Options, error) {
 		opts.LoadFactor = lf
 	}
 	return opts, nil
-}
-
-// leaseToRing maps a member Lease to its ring.
-func leaseToRing(lease client.Object) []reconcile.Request {
-	name := lease.GetLabels()[shardingv1alpha1.LabelRing]
-	if name == "" {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: lease.GetNamespace(), Name: name}}}
 }
