@@ -170,11 +170,9 @@ func run() error {
 			cacheOpts.ShardSelectorObjects = []client.Object{&datav1alpha1.LargeData{}}
 		}
 		opts.NewCache = shardcache.NewCacheFunc(cacheOpts)
-		opts.LeaderElection = cfg.leaderElect
-		opts.LeaderElectionID = cfg.ring + "-coordinator"
-		opts.LeaderElectionNamespace = cfg.namespace
-		// A replica that stops hands the coordinator over at once.
-		opts.LeaderElectionReleaseOnCancel = true
+		if cfg.leaderElect {
+			sharding.ElectCoordinator(&opts, restCfg, sr)
+		}
 		opts.GracefulShutdownTimeout = ptr.To(40 * time.Second)
 		ringOpts = sharding.Options{Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook}
 	}

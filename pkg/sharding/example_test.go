@@ -31,16 +31,16 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	opts := ctrl.Options{
 		Scheme: scheme,
 		NewCache: shardcache.NewCacheFunc(shardcache.Options{
 			ShardedObjects: []client.Object{&datav1alpha1.LargeData{}, &corev1.ConfigMap{}},
 			Slots:          int(sr.Spec.Slots),
 		}),
-		LeaderElection:          true,
-		LeaderElectionID:        "largedata-coordinator",
-		LeaderElectionNamespace: ns,
-	})
+	}
+	// One member at a time coordinates, timed by the ring's lease.
+	sharding.ElectCoordinator(&opts, cfg, sr)
+	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		panic(err)
 	}

@@ -19,6 +19,7 @@ import (
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/pkg/coordinator"
 	"github.com/kubeshard/kubeshard/pkg/labeler"
+	"github.com/kubeshard/kubeshard/pkg/membership"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/serving"
 	"github.com/kubeshard/kubeshard/pkg/slotwebhook"
@@ -145,21 +146,29 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 }
 
 // leaseClient returns a client for the member's Lease with a connection of
-// its own. The manager's HTTP client multiplexes every request on one HTTP/2
-// connection; while a member lists the objects of the slots it gains (tens
-// of thousands of them), a renewal queued behind those responses can miss
-// the renew deadline, and the member would fence itself for being busy.
-// A transport that client-go cannot share (its Proxy is a function, which
-// the transport cache does not compare) gets a connection of its own; the
-// function is client-go's default, so proxies behave as before.
+// its own (see ownConnection).
 func leaseClient(mgr ctrl.Manager) (client.Client, error) {
-	cfg := rest.CopyConfig(mgr.GetConfig())
-	cfg.Proxy = utilnet.NewProxierWithNoProxyCIDR(http.ProxyFromEnvironment)
+	cfg := ownConnection(mgr.GetConfig())
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+}
+
+// ownConnection returns a copy of cfg whose clients get an HTTP connection
+// of their own. The manager's clients multiplex every request on one HTTP/2
+// connection; while a member lists the objects of the slots it gains (tens
+// of thousands of them), a renewal queued behind those responses can miss
+// the renew deadline, and the member would fence itself, or the coordinator
+// lose its election, for being busy. A transport that client-go cannot share
+// (its Proxy is a function, which the transport cache does not compare) gets
+// a connection of its own; the function is client-go's default, so proxies
+// behave as before.
+func ownConnection(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Proxy = utilnet.NewProxierWithNoProxyCIDR(http.ProxyFromEnvironment)
+	return cfg
 }
 
 // ByUID reports whether the ring is in selectorMode ShardSelector: objects of
@@ -186,4 +195,28 @@ func ReadRing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, key
 		return nil, fmt.Errorf("reading ShardRing %s (apply it before starting the operator): %w", key, err)
 	}
 	return sr, nil
+}
+
+// ElectCoordinator turns on the manager's leader election, which picks the
+// ring's coordinator, and ties it to the ring: the election Lease
+// "<ring>-coordinator" in the ring's namespace, released at once when the
+// manager stops, renewed on a connection of its own (cfg's, not shared with
+// the manager's lists and watches), and timed like the member Leases from
+// the ring's leaseDurationSeconds. A coordinator lost with its process is
+// then replaced about as fast as any member's loss is noticed, instead of
+// after controller-runtime's default 15 s lease whatever the ring says.
+func ElectCoordinator(opts *ctrl.Options, cfg *rest.Config, sr *shardingv1alpha1.ShardRing) {
+	lease := membership.DefaultLeaseDuration
+	if sr.Spec.LeaseDurationSeconds > 0 {
+		lease = time.Duration(sr.Spec.LeaseDurationSeconds) * time.Second
+	}
+	renewDeadline, retryPeriod := membership.Timings(lease)
+	opts.LeaderElection = true
+	opts.LeaderElectionID = sr.Name + "-coordinator"
+	opts.LeaderElectionNamespace = sr.Namespace
+	opts.LeaderElectionReleaseOnCancel = true
+	opts.LeaderElectionConfig = ownConnection(cfg)
+	opts.LeaseDuration = &lease
+	opts.RenewDeadline = &renewDeadline
+	opts.RetryPeriod = &retryPeriod
 }
