@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,17 +31,37 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/ring"
 )
 
-const (
-	ringName = "largedata"
+const ringName = "largedata"
+
+var (
 	// leaseSeconds is the ShardRing's leaseDurationSeconds in every scenario
 	// but the API server restart: 6 s (the default is 15 s) keeps the fault
-	// scenarios short. A member fences itself after 4 s without renewal.
-	leaseSeconds = 6
-	lease        = leaseSeconds * time.Second
-	// recoveryLimit is how soon the slots of a dead member must be served
-	// again: a lease duration and a few seconds (the design's failure model).
+	// scenarios short; KUBESHARD_E2E_LEASE_SECONDS sets another, to measure
+	// the faults at the default. A member fences itself after two thirds of it
+	// without renewal.
+	leaseSeconds = e2eLeaseSeconds()
+	lease        = time.Duration(leaseSeconds) * time.Second
+	// recoveryLimit is how soon the slots of a dead member, the coordinator
+	// included, must be served again: a lease duration and a few seconds (the
+	// design's failure model).
 	recoveryLimit = lease + 5*time.Second
+	// readyLimit is how soon an object created in a lost member's slots the
+	// moment it was lost must be reconciled: its slots served again, their
+	// objects listed by the new owner, and one reconcile.
+	readyLimit = lease + 10*time.Second
 )
+
+func e2eLeaseSeconds() int32 {
+	text := os.Getenv("KUBESHARD_E2E_LEASE_SECONDS")
+	if text == "" {
+		return 6
+	}
+	n, err := strconv.ParseInt(text, 10, 32)
+	if err != nil || n < 3 {
+		panic(fmt.Sprintf("KUBESHARD_E2E_LEASE_SECONDS=%q: want a whole number of seconds, at least 3", text))
+	}
+	return int32(n)
+}
 
 // fullSet skips the test unless the full end-to-end set was asked for
 // (make e2e). The short set runs in a plain go test.
