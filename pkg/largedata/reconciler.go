@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -154,7 +155,23 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, ld *datav1alpha1.Larg
 		processedNow = res.Processed+res.Failed > 0
 		log.V(1).Info("Processed batch", "processed", res.Processed, "failed", res.Failed, "pending", p.Pending())
 	}
+	if readyBefore(before) && !p.Done() {
+		// The status shows this generation Ready, yet the store is short of
+		// it: a new owner rebuilding a dataset that the in-memory store kept
+		// in the old owner's process. Nothing a user reads has changed, so
+		// the rebuild writes no status.
+		return reconcile.Result{RequeueAfter: r.opts.BatchInterval}, nil
+	}
 	r.setProgress(ld, p, processedNow)
+	if readyBefore(before) && processedNow {
+		// Rebuilt to what the status already says: it keeps the time it was
+		// processed, and the status is not written at all.
+		rebuilt := ld.Status.DeepCopy()
+		rebuilt.LastProcessed = before.Status.LastProcessed
+		if equality.Semantic.DeepEqual(*rebuilt, before.Status) {
+			ld.Status = *rebuilt
+		}
+	}
 
 	summaryErr := r.reconcileSummary(ctx, ld, p)
 	if errors.Is(summaryErr, errSummaryConflict) {
@@ -170,6 +187,13 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, ld *datav1alpha1.Larg
 		return reconcile.Result{RequeueAfter: r.opts.BatchInterval}, nil
 	}
 	return reconcile.Result{}, nil
+}
+
+// readyBefore reports whether ld's status, as read, shows its current
+// generation Ready.
+func readyBefore(ld *datav1alpha1.LargeData) bool {
+	return ld.Status.ObservedGeneration == ld.Generation &&
+		meta.IsStatusConditionTrue(ld.Status.Conditions, datav1alpha1.ConditionReady)
 }
 
 // validate returns the transformation of ld's processing, or the reason and

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -243,6 +244,93 @@ func TestReconcileSmallDatasetInOneStatusWrite(t *testing.T) {
 	}
 	wantCondition(t, got, datav1alpha1.ConditionInitialized, metav1.ConditionTrue, largedata.ReasonInitialized)
 	wantCondition(t, got, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
+}
+
+// TestANewOwnerRebuildsAReadyDatasetWithoutWriting hands a Ready dataset
+// to a member whose in-memory store is empty, as a slot's move does: the
+// new owner rebuilds the records in its own store, over several reconciles
+// for a dataset larger than a batch, and writes nothing to the LargeData
+// (nor to its summary), since nothing a user reads has changed. A new
+// generation afterwards is still processed and reported.
+func TestANewOwnerRebuildsAReadyDatasetWithoutWriting(t *testing.T) {
+	f := newFixture(t, dataset(1200, datav1alpha1.ProcessingChecksum), largedata.Options{})
+	f.reconcileUntilDone(t)
+	ready := f.get(t)
+	if ready.Status.Phase != datav1alpha1.PhaseReady {
+		t.Fatalf("the first owner left the dataset %s, want Ready", ready.Status.Phase)
+	}
+
+	var writes []string
+	newOwner := interceptor.NewClient(f.c.(client.WithWatch), interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			writes = append(writes, fmt.Sprintf("patch %T %s", obj, obj.GetName()))
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			writes = append(writes, fmt.Sprintf("update %T %s", obj, obj.GetName()))
+			return c.Update(ctx, obj, opts...)
+		},
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			writes = append(writes, fmt.Sprintf("create %T %s", obj, obj.GetName()))
+			return c.Create(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			writes = append(writes, fmt.Sprintf("patch %s %T %s", sub, obj, obj.GetName()))
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	st := memory.New()
+	r, err := largedata.NewReconciler(newOwner, f.c.Scheme(), st, largedata.Options{Clock: f.clock, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reconciles := 0
+	for ; reconciles < 100; reconciles++ {
+		f.clock.Step(time.Second)
+		res, err := r.Reconcile(t.Context(), f.req)
+		if err != nil {
+			t.Fatalf("new owner's reconcile %d: %v", reconciles+1, err)
+		}
+		if res.RequeueAfter == 0 {
+			break
+		}
+	}
+	if reconciles < 2 {
+		t.Errorf("the new owner rebuilt 1,200 records in %d reconciles; the test wants a rebuild over several batches", reconciles+1)
+	}
+	if len(writes) != 0 {
+		t.Errorf("the new owner wrote %v while rebuilding a dataset that was Ready; want no write", writes)
+	}
+	p, err := st.Progress(t.Context(), store.Key{UID: "uid-1", Namespace: "team-a", Name: "dataset-1"})
+	if err != nil || !p.Done() || p.Processed != 1200 {
+		t.Errorf("the new owner's store holds %+v (%v), want all 1,200 records processed", p, err)
+	}
+	if got := f.get(t); !equality.Semantic.DeepEqual(got.Status, ready.Status) {
+		t.Errorf("the status changed during the rebuild:\n got %+v\nwant %+v", got.Status, ready.Status)
+	}
+
+	// A change of spec is still the new owner's to report.
+	ld := f.get(t)
+	ld.Spec.Processing = datav1alpha1.ProcessingReverse
+	ld.Generation++
+	if err := f.c.Update(t.Context(), ld); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		f.clock.Step(time.Second)
+		res, err := r.Reconcile(t.Context(), f.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.RequeueAfter == 0 {
+			break
+		}
+	}
+	got := f.get(t)
+	if got.Status.ObservedGeneration != ld.Generation || got.Status.Phase != datav1alpha1.PhaseReady || !got.Status.LastProcessed.After(ready.Status.LastProcessed.Time) {
+		t.Errorf("after a new generation: observed %d phase %s lastProcessed %v; want %d, Ready, later than %v",
+			got.Status.ObservedGeneration, got.Status.Phase, got.Status.LastProcessed, ld.Generation, ready.Status.LastProcessed)
+	}
 }
 
 func TestReconcileNewGenerationReprocesses(t *testing.T) {
