@@ -275,13 +275,13 @@ func (s *Server) Restart(ctx context.Context) error {
 		select {
 		case <-s.exited:
 			s.cmd = nil
-			return fmt.Errorf("the test server exited at start (%v); its log:\n%s", s.waitErr, s.logTail())
+			return fmt.Errorf("the test server exited at start (%w); its log:\n%s", s.waitErr, s.logTail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the test server accepts no connections after %s (%v); its log:\n%s", s.opts.StartTimeout, err, s.logTail())
+			return fmt.Errorf("the test server accepts no connections after %s (%w); its log:\n%s", s.opts.StartTimeout, err, s.logTail())
 		}
 	}
 }

@@ -118,16 +118,15 @@ type sim struct {
 	failovers, midExpiry int
 	// metrics, if set, is given to every coordinator.
 	metrics *Metrics
-	procs map[string]*process
+	procs   map[string]*process
 	// versions are the ShardRing's versions in the order the API server
 	// wrote them.
-	versions  []*shardingv1alpha1.ShardRing
-	nextName  int
-	log       []string
-	maxProcs  int
-	overlaps  int
-	checks    int
-	completed int
+	versions []*shardingv1alpha1.ShardRing
+	nextName int
+	log      []string
+	maxProcs int
+	overlaps int
+	checks   int
 }
 
 func newSim(t *testing.T, seed uint64) *sim {

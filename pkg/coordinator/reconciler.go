@@ -110,7 +110,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		// was read, or two coordinators could interleave their decisions.
 		if err := r.Client.Status().Update(ctx, sr); err != nil {
 			if apierrors.IsConflict(err) {
-				return reconcile.Result{Requeue: true}, nil
+				// Another writer moved the status on: look again at once.
+				return reconcile.Result{RequeueAfter: time.Millisecond}, nil
 			}
 			return reconcile.Result{}, fmt.Errorf("writing the ShardRing status: %w", err)
 		}
@@ -235,7 +236,7 @@ func (r *Reconciler) writeInvalid(ctx context.Context, sr *shardingv1alpha1.Shar
 	if !apiequality.Semantic.DeepEqual(status, sr.Status) {
 		sr.Status = status
 		if err := r.Client.Status().Update(ctx, sr); err != nil && !apierrors.IsConflict(err) {
-			return fmt.Errorf("recording that the ring is invalid (%v): %w", cause, err)
+			return fmt.Errorf("recording that the ring is invalid (%w): %w", cause, err)
 		}
 		r.Recorder.Eventf(sr, nil, corev1.EventTypeWarning, ReasonInvalidRing, "Coordinate", "%v", cause)
 	}

@@ -79,7 +79,7 @@ func (s *apiServer) lease(t *testing.T) *coordinationv1.Lease {
 	t.Helper()
 	lease := &coordinationv1.Lease{}
 	key := client.ObjectKey{Namespace: testNamespace, Name: LeaseName(testRing, testMember)}
-	if err := s.Client.Get(t.Context(), key, lease); err != nil {
+	if err := s.Get(t.Context(), key, lease); err != nil {
 		t.Fatalf("reading the member Lease: %v", err)
 	}
 	return lease

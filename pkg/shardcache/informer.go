@@ -50,8 +50,7 @@ func (f *fanIn) AddEventHandlerWithOptions(handler toolscache.ResourceEventHandl
 	for _, g := range c.groups {
 		if inf := g.informers[f.k.key]; inf != nil {
 			if err := r.addToLocked(c, g, inf); err != nil {
-				r.removeLocked()
-				return nil, err
+				return nil, errors.Join(err, r.removeLocked())
 			}
 		}
 	}

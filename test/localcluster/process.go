@@ -110,9 +110,13 @@ func (p *process) waitReady(ctx context.Context, check func(ctx context.Context)
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited before it became ready (%v); end of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath))
+			exit := p.err
+			if exit == nil {
+				exit = errors.New("exit status 0")
+			}
+			return fmt.Errorf("%s exited before it became ready (%w); end of %s:\n%s", p.name, exit, p.logPath, tail(p.logPath))
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to become ready: %w (last check: %v); end of %s:\n%s",
+			return fmt.Errorf("waiting for %s to become ready: %w (last check: %w); end of %s:\n%s",
 				p.name, ctx.Err(), lastErr, p.logPath, tail(p.logPath))
 		case <-ticker.C:
 		}

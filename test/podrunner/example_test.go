@@ -44,5 +44,7 @@ func Example() {
 	_ = runner.Signal("largedata-operator-1", syscall.SIGKILL) // restarted after a second
 
 	stop()
-	<-done // every process has exited
+	if err := <-done; err != nil { // every process has exited
+		panic(err)
+	}
 }

@@ -109,7 +109,7 @@ func startMember(ctx context.Context, env *testenv.Environment, o memberOptions)
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m := &member{name: o.name, mgr: mgr, wire: w, rec: &counter{watch: o.watch}, cancel: cancel, exited: make(chan struct{})}
 
-	var rec reconcile.Reconciler = m.rec.inner(mgr.GetClient())
+	rec := m.rec.inner(mgr.GetClient())
 	needLeader := ptr.To(true)
 	if o.sharded {
 		r, err := sharding.New(mctx, mgr, sharding.Options{
@@ -145,7 +145,7 @@ func startMember(ctx context.Context, env *testenv.Environment, o memberOptions)
 		m.err = mgr.Start(mctx)
 		close(m.exited)
 		if mctx.Err() == nil && o.abort != nil {
-			o.abort(fmt.Errorf("member %s stopped on its own: %v", o.name, m.err))
+			o.abort(fmt.Errorf("member %s stopped on its own, returning %s", o.name, fmt.Sprint(m.err)))
 		}
 	}()
 	return m, nil

@@ -466,7 +466,10 @@ func (b *bench) stopAll() {
 	}
 	for _, m := range members {
 		select {
-		case <-m.done:
+		case err := <-m.done:
+			if err != nil {
+				progress("member %s stopped with %v", m.name, err)
+			}
 		case <-time.After(60 * time.Second):
 			progress("member %s did not stop within 60 s", m.name)
 		}

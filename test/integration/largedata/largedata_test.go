@@ -391,7 +391,7 @@ func (op *operator) testLifecycle(t *testing.T) {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("summary still there (%v)", err)
+		return fmt.Errorf("summary still there (%w)", err)
 	})
 
 	if err := op.c.Delete(t.Context(), ld); err != nil {

@@ -107,7 +107,7 @@ func TestStatefulSetPodsRunAsProcesses(t *testing.T) {
 	eventually(ctx, t, timeout, "Scaled-in pods are gone", func(ctx context.Context) error {
 		for _, pod := range []string{"sleeper-1", "sleeper-2"} {
 			if _, err := cs.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-				return fmt.Errorf("pod %s still exists (%v)", pod, err)
+				return fmt.Errorf("pod %s still exists (%w)", pod, err)
 			}
 		}
 		return nil
@@ -180,7 +180,7 @@ func TestStatefulSetPodsRunAsProcesses(t *testing.T) {
 	}
 	eventually(ctx, t, timeout, "Force-deleted pod's process killed", func(context.Context) error {
 		if err := syscall.Kill(pid0, 0); !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("process %d still exists (kill -0: %v)", pid0, err)
+			return fmt.Errorf("process %d still exists (kill -0: %w)", pid0, err)
 		}
 		return nil
 	})
@@ -211,7 +211,7 @@ func TestStatefulSetPodsRunAsProcesses(t *testing.T) {
 	}
 	eventually(ctx, t, timeout, "Namespace deleted", func(ctx context.Context) error {
 		if _, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("namespace still exists (%v)", err)
+			return fmt.Errorf("namespace still exists (%w)", err)
 		}
 		return nil
 	})
