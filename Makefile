@@ -12,6 +12,8 @@ export KUBEBUILDER_ASSETS ?= $(K8S_BINS)
 # the file name, so changing a version here installs the new one.
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 IMG ?= kubeshard/largedata-operator:dev
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
@@ -35,8 +37,12 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code, CRDs, RBAC and webhook co
 		output:webhook:artifacts:config=deploy/base/webhook
 
 .PHONY: verify
-verify: ## Fail if generated files are stale, code is not gofmt'ed, go vet complains or go.mod is untidy.
+verify: lint ## Fail if generated files are stale, code is not gofmt'ed, go vet or the linters complain, or go.mod is untidy.
 	@hack/verify.sh
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run the pinned golangci-lint with the linters .golangci.yml chooses.
+	$(GOLANGCI_LINT) run ./...
 
 .PHONY: build
 build: ## Build the operator and the load test into bin/.
@@ -47,9 +53,22 @@ build: ## Build the operator and the load test into bin/.
 loadtest: k8s-bins ## Run a load test on a local cluster (LOADTEST_FLAGS, see loadtest/README.md); reports in bin/loadtest/report.
 	go run ./loadtest run $(LOADTEST_FLAGS)
 
+# Packages whose tests need no control plane: fake clients, fake clocks.
+UNIT_PKGS := ./api/... ./cmd/... ./internal/... ./pkg/... ./loadtest/...
+# Packages whose tests start a control plane, operator processes, PostgreSQL or Prometheus.
+SYSTEM_PKGS := ./test/... ./loadtest/
+
+.PHONY: unit
+unit: ## Run the unit tests with the race detector: no control plane, about two minutes.
+	go test -race -short $(GO_TEST_FLAGS) $(UNIT_PKGS)
+
 .PHONY: test
-test: k8s-bins ## Run every test: unit, integration (envtest on a real API server) and the short end-to-end set.
-	go test $(GO_TEST_FLAGS) ./...
+test: k8s-bins test-deps unit ## Run every test: unit (with -race), integration on a real API server, the short end-to-end set.
+	go test $(GO_TEST_FLAGS) $(SYSTEM_PKGS)
+
+.PHONY: test-deps
+test-deps: ## Install what the tests need and Go cannot build (PostgreSQL, Prometheus), or say how.
+	@hack/test-deps.sh
 
 .PHONY: e2e
 e2e: k8s-bins ## Run the full end-to-end set (faults, scaling under load); about 10 minutes. Grep FIGURES for the measurements.
@@ -65,7 +84,7 @@ bench: ## Run the benchmarks and print their tables (see BENCHMARKS.md).
 	go test -run '^$$' -bench . -benchmem ./pkg/...
 
 .PHONY: demo
-demo: k8s-bins ## Run the demo: a local cluster, 3 members, 20,000 objects, scale to 4 (Ctrl-C stops it).
+demo: k8s-bins test-deps ## Run the demo: a local cluster, 3 members on PostgreSQL, 20,000 objects, scale to 4 (Ctrl-C stops it).
 	go run ./hack/demo
 
 .PHONY: deploy-check
@@ -87,6 +106,10 @@ docker-build: ## Build the operator image (needs a Docker engine).
 .PHONY: k8s-bins
 k8s-bins: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into bin/k8s (first time about 10 minutes).
 	@hack/k8s-bins.sh
+
+$(GOLANGCI_LINT):
+	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/golangci-lint $@
 
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)

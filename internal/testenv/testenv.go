@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -131,4 +132,18 @@ func FeatureGatesFlag(gates map[string]bool) string {
 		parts = append(parts, name+"="+strconv.FormatBool(gates[name]))
 	}
 	return strings.Join(parts, ",")
+}
+
+// MissingDependency stops a test that needs a program this machine lacks
+// (what names it, err says what was looked for). On a developer's machine
+// the test is skipped, with a message that stands out in go test's output;
+// under CI=true it fails, so that a green CI run never hides a test that
+// did not run. `make test` installs what is missing where it can
+// (hack/test-deps.sh).
+func MissingDependency(t testing.TB, what string, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required under CI=true: %v (make test-deps installs it)", what, err)
+	}
+	t.Skipf("SKIPPING: %s is not installed, so this test did not run (make test-deps installs it; CI=true makes this a failure): %v", what, err)
 }

@@ -39,21 +39,23 @@ const (
 // $__rate_interval and friends substituted) and every alert rule: each must
 // parse, and each panel query must return data.
 func TestDashboardsAndAlertsOnPrometheus(t *testing.T) {
-	binary, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("the prometheus binary is not installed (Debian: apt-get install prometheus; .ci/run installs it)")
-	}
 	if testing.Short() {
 		t.Skip("starts a local control plane, operator members and Prometheus")
+	}
+	binary, err := exec.LookPath("prometheus")
+	if err != nil {
+		testenv.MissingDependency(t, "Prometheus", err)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		testenv.MissingDependency(t, "Prometheus's promtool", err)
 	}
 	ctx := t.Context()
 	dashboards := loadDashboards(t)
 	dir := t.TempDir()
 	rulesFile := writeRules(t, dir)
-	if promtool, err := exec.LookPath("promtool"); err == nil {
-		if out, err := exec.CommandContext(ctx, promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
-			t.Fatalf("promtool check rules: %v\n%s", err, out)
-		}
+	if out, err := exec.CommandContext(ctx, promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
 
 	start := time.Now()
