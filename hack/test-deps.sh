@@ -31,10 +31,12 @@ if ((${#missing[@]} == 0)); then
 fi
 
 echo "test-deps: missing: $(IFS=';'; echo "${missing[*]}")"
-if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
 	echo "test-deps: install them, then run make test again; on Debian or Ubuntu:" >&2
 	echo "  sudo apt-get install -y --no-install-recommends ${packages[*]}" >&2
-	echo "  (or point TESTPG_BIN_DIR at a folder holding initdb and postgres)" >&2
+	if [[ " ${packages[*]} " == *" postgresql "* ]]; then
+		echo "  (or point TESTPG_BIN_DIR at a folder holding PostgreSQL's initdb and postgres)" >&2
+	fi
 	exit 1
 fi
 
