@@ -11,15 +11,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,7 +33,6 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/postgres"
-	"github.com/kubeshard/kubeshard/pkg/shardcache"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
 
@@ -152,49 +148,36 @@ func run() error {
 		}},
 		WebhookServer: webhook.NewServer(webhook.Options{Port: cfg.webhookPort, CertDir: cfg.webhookCertDir}),
 	}
-	var ringOpts sharding.Options
+	var ring *sharding.Ring
 	if cfg.sharded {
-		key := types.NamespacedName{Namespace: cfg.namespace, Name: cfg.ring}
-		sr, err := sharding.ReadRing(ctx, restCfg, scheme, key)
+		// The ShardRing decides the cache, the coordinator's election and
+		// the shutdown's length.
+		ring, err = sharding.Setup(ctx, restCfg, &opts, sharding.Options{
+			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
+		})
 		if err != nil {
 			return err
 		}
-		cacheOpts := shardcache.Options{
-			ShardedObjects: []client.Object{&datav1alpha1.LargeData{}, &corev1.ConfigMap{}},
-			Slots:          int(sr.Spec.Slots),
+		if !cfg.leaderElect {
+			// A single replica that coordinates without an election.
+			opts.LeaderElection = false
 		}
-		if sr.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector {
-			// The API server selects LargeData by uid; the summaries keep
-			// their owner's slot label.
-			cacheOpts.ShardedObjects = []client.Object{&corev1.ConfigMap{}}
-			cacheOpts.ShardSelectorObjects = []client.Object{&datav1alpha1.LargeData{}}
-		}
-		opts.NewCache = shardcache.NewCacheFunc(cacheOpts)
-		if cfg.leaderElect {
-			sharding.ElectCoordinator(&opts, restCfg, sr)
-		}
-		opts.GracefulShutdownTimeout = ptr.To(40 * time.Second)
-		ringOpts = sharding.Options{Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook}
 	}
-
 	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	ldOpts := largedata.Options{MaxConcurrentReconciles: cfg.concurrency, Workers: cfg.workers}
-	if cfg.sharded {
-		r, err := sharding.New(ctx, mgr, ringOpts)
-		if err != nil {
+	if ring != nil {
+		if err := ring.SetupWithManager(mgr); err != nil {
 			return err
 		}
-		ldOpts.Slots = r.Slots()
-		ldOpts.ChildSlotByUID = r.ByUID()
-		ldOpts.Wrap = r.Reconciler
+		ldOpts.Wrap, ldOpts.LabelChild = ring.Reconciler, ring.LabelChild
 		if cfg.journal != "" {
 			j, err := journal.Open(cfg.journal, journal.Options{
-				Member: cfg.member, Slots: r.Slots(), Reader: mgr.GetClient(),
+				Member: cfg.member, Slots: ring.Slots(), Reader: mgr.GetClient(),
 				NewObject: func() client.Object { return &datav1alpha1.LargeData{} },
-				ByUID:     r.ByUID(),
+				ByUID:     ring.ByUID(),
 			})
 			if err != nil {
 				return err
@@ -208,11 +191,9 @@ func run() error {
 			}()
 			// Inside the ring's wrapper: only the reconciles the ring admits.
 			ldOpts.Wrap = func(inner reconcile.Reconciler) reconcile.Reconciler {
-				return r.Reconciler(journal.Wrap(inner, j))
+				return ring.Reconciler(journal.Wrap(inner, j))
 			}
 		}
-		// Every replica reconciles its own slots; only the coordinator is elected.
-		ldOpts.NeedLeaderElection = ptr.To(false)
 	}
 
 	st, closeStore, err := openStore(ctx, cfg)

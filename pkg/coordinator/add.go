@@ -3,9 +3,11 @@ package coordinator
 import (
 	"fmt"
 
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -52,6 +54,9 @@ func Add(mgr ctrl.Manager, opts Options, metrics *Metrics) error {
 	})
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("kubeshard-coordinator").
+		// Elected, whatever the manager's default for controllers: members
+		// run the operator's own controllers everywhere (sharding.Setup).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(true)}).
 		For(&shardingv1alpha1.ShardRing{}, builder.WithPredicates(isRing)).
 		WatchesRawSource(source.Channel(observer.changed, &handler.EnqueueRequestForObject{})).
 		Complete(r)

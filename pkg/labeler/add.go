@@ -33,11 +33,10 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
 
-// The labeler needs these for the example operator's ring; a ring with other
-// kinds needs get, list, watch and patch on them too.
+// The labeler reads the ring. It also needs get, list, watch and patch on the
+// ring's kinds, which only the operator knows: its RBAC markers grant them
+// (cmd/largedata-operator/webhook.go has the example operator's).
 // +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch
-// +kubebuilder:rbac:groups=data.kubeshard.dev,resources=largedata,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;patch
 
 // Options configure a Labeler.
 type Options struct {

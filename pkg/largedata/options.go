@@ -6,10 +6,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeshard/kubeshard/pkg/ring"
+	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
 
 // Options configure the LargeData reconciler. The zero value is valid.
@@ -39,16 +41,11 @@ type Options struct {
 	// spec.items is lowered. Default: 10,000,000.
 	ItemQuota int64
 
-	// Slots is the number of slots of the ring that shards the operator's
-	// objects: the summary ConfigMap gets its owner's slot label, or the
-	// slot of its owner's name in a ring of this size. Default: 1024
-	// (ring.DefaultSlots).
-	Slots int
-
-	// ChildSlotByUID labels the summary ConfigMap with the slot of its
-	// owner's uid, as a ring in selectorMode ShardSelector places it
-	// (sharding.Ring.ByUID). Default false: selectorMode Labels.
-	ChildSlotByUID bool
+	// LabelChild gives the summary ConfigMap its owner's slot label before
+	// it is created, so that the member that serves the owner sees it in its
+	// cache: a sharded operator passes sharding.Ring.LabelChild. Default: the
+	// label of a ring of ring.DefaultSlots slots in selectorMode Labels.
+	LabelChild func(owner, child client.Object) bool
 
 	// BatchInterval is the pause between two batches of one dataset. The
 	// next batch is a new reconcile that queues behind other objects', so a
@@ -104,8 +101,10 @@ func (o *Options) applyDefaults() error {
 	if o.ItemQuota == 0 {
 		o.ItemQuota = 10_000_000
 	}
-	if o.Slots == 0 {
-		o.Slots = ring.DefaultSlots
+	if o.LabelChild == nil {
+		o.LabelChild = func(owner, child client.Object) bool {
+			return slotlabel.LabelChild(owner, child, ring.DefaultSlots)
+		}
 	}
 	if o.BatchInterval == 0 {
 		o.BatchInterval = time.Millisecond
@@ -125,7 +124,7 @@ func (o *Options) applyDefaults() error {
 	if o.Registerer == nil {
 		o.Registerer = ctrlmetrics.Registry
 	}
-	if o.MaxConcurrentReconciles < 0 || o.Workers < 0 || o.InitBatchSize < 0 || o.ItemQuota < 0 || o.Slots < 0 ||
+	if o.MaxConcurrentReconciles < 0 || o.Workers < 0 || o.InitBatchSize < 0 || o.ItemQuota < 0 ||
 		o.BatchInterval < 0 || o.StoreTimeout < 0 || o.RetryBaseDelay < 0 || o.RetryMaxDelay < o.RetryBaseDelay {
 		return errors.New("largedata options: counts and durations must not be negative, nor RetryMaxDelay below RetryBaseDelay")
 	}

@@ -15,7 +15,6 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
-	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
 
 // ManagedByLabel and ManagedByValue mark the summary ConfigMaps, so that a
@@ -63,11 +62,7 @@ func (r *Reconciler) publishSummary(ctx context.Context, ld *datav1alpha1.LargeD
 		}
 		// The child lives on its owner's slot: without the label, the member
 		// that serves the owner would not see it in its cache.
-		if r.opts.ChildSlotByUID {
-			slotlabel.LabelChildByUID(ld, cm, r.opts.Slots)
-		} else {
-			slotlabel.LabelChild(ld, cm, r.opts.Slots)
-		}
+		r.opts.LabelChild(ld, cm)
 		if cm.Labels == nil {
 			cm.Labels = map[string]string{}
 		}

@@ -12,6 +12,9 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/ring"
 )
 
+// DefaultDrainTimeout is Options.DrainTimeout's default.
+const DefaultDrainTimeout = 30 * time.Second
+
 // Options configure a member's Agent.
 type Options struct {
 	// Ring is the ShardRing the member belongs to. Required.
@@ -61,7 +64,7 @@ func (o Options) withDefaults() Options {
 		o.RetryPeriod = retryPeriod
 	}
 	if o.DrainTimeout == 0 {
-		o.DrainTimeout = 30 * time.Second
+		o.DrainTimeout = DefaultDrainTimeout
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}

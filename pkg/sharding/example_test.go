@@ -2,57 +2,44 @@ package sharding_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
-	"github.com/kubeshard/kubeshard/pkg/shardcache"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
 
-// The main of a sharded operator: the cache holds only the member's slots,
-// the ring makes the replica a member, and the reconciler, unchanged, is
-// wrapped so that it runs only for the member's slots. The controller runs on
-// every replica; leader election picks only the ring's coordinator.
+// The main of a sharded operator, as docs/implement-sharding.md has it: the
+// lines marked "sharding" are all that sharding adds to an operator's main.
 func Example() {
 	ctx := ctrl.SetupSignalHandler()
 	cfg := ctrl.GetConfigOrDie()
-	ns, member := os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME")
-	scheme := newScheme()
+	opts := ctrl.Options{Scheme: newScheme()}
 
-	sr, err := sharding.ReadRing(ctx, cfg, scheme, types.NamespacedName{Namespace: ns, Name: "largedata"})
-	if err != nil {
-		panic(err)
-	}
-	opts := ctrl.Options{
-		Scheme: scheme,
-		NewCache: shardcache.NewCacheFunc(shardcache.Options{
-			ShardedObjects: []client.Object{&datav1alpha1.LargeData{}, &corev1.ConfigMap{}},
-			Slots:          int(sr.Spec.Slots),
-		}),
-	}
-	// One member at a time coordinates, timed by the ring's lease.
-	sharding.ElectCoordinator(&opts, cfg, sr)
+	ring, err := sharding.Setup(ctx, cfg, &opts, sharding.Options{ // sharding
+		Ring: "widgets", Namespace: os.Getenv("POD_NAMESPACE"), Member: os.Getenv("POD_NAME"), // sharding
+	}) // sharding
+	if err != nil { // sharding
+		panic(err) // sharding
+	} // sharding
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		panic(err)
 	}
-	ring, err := sharding.New(ctx, mgr, sharding.Options{Ring: "largedata", Namespace: ns, Member: member})
-	if err != nil {
-		panic(err)
-	}
+	if err := ring.SetupWithManager(mgr); err != nil { // sharding
+		panic(err) // sharding
+	} // sharding
+	r := &WidgetReconciler{Client: mgr.GetClient(), LabelChild: ring.LabelChild} // sharding: LabelChild
 	err = ctrl.NewControllerManagedBy(mgr).
-		For(&datav1alpha1.LargeData{}).
+		For(&Widget{}).
 		Owns(&corev1.ConfigMap{}).
-		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Complete(ring.Reconciler(reconcile.Func(myReconcile)))
+		Complete(ring.Reconciler(r)) // sharding: ring.Reconciler
 	if err != nil {
 		panic(err)
 	}
@@ -61,6 +48,32 @@ func Example() {
 	}
 }
 
-func myReconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+// WidgetReconciler is the guide's reconciler: it keeps a ConfigMap for each
+// Widget. It knows nothing of sharding but LabelChild, which gives the child
+// its owner's slot label so that the member serving the owner sees it.
+type WidgetReconciler struct {
+	Client     client.Client
+	LabelChild func(owner, child client.Object) bool
+	// Reconciled, if set, is told of each Widget reconciled (for tests).
+	Reconciled func(key client.ObjectKey)
+}
+
+func (r *WidgetReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	w := &Widget{}
+	if err := r.Client.Get(ctx, req.NamespacedName, w); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name + "-widget"}}
+	_, err := controllerutil.CreateOrPatch(ctx, r.Client, cm, func() error {
+		r.LabelChild(w, cm)
+		cm.Data = map[string]string{"size": fmt.Sprint(w.Spec.Size)}
+		return controllerutil.SetControllerReference(w, cm, r.Client.Scheme())
+	})
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("writing the ConfigMap of Widget %s: %w", req.NamespacedName, err)
+	}
+	if r.Reconciled != nil {
+		r.Reconciled(req.NamespacedName)
+	}
 	return reconcile.Result{}, nil
 }

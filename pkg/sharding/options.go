@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/kubeshard/kubeshard/pkg/serving"
 )
 
 // Options configure a member of a ring.
@@ -52,6 +54,9 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = serving.DefaultDrainTimeout
+	}
 	if o.Registerer == nil {
 		o.Registerer = ctrlmetrics.Registry
 	}

@@ -37,6 +37,8 @@ type SlotCache interface {
 type Ring struct {
 	opts  Options
 	key   types.NamespacedName
+	sr    *shardingv1alpha1.ShardRing // as read once at start
+	setup bool                        // made by Setup, for SetupWithManager
 	slots int
 	agent *serving.Agent
 	uid   *uidSlots // selectorMode ShardSelector; nil in selectorMode Labels
@@ -47,6 +49,9 @@ type Ring struct {
 // that is a SlotCache, and, when elected, coordinates the ring and labels
 // objects. It reads the ShardRing once, so the ring must exist; its slot
 // count and lease duration are fixed for the life of the process.
+//
+// New leaves the manager's options to the caller; Setup, which also
+// configures them from the ring, is what an operator's main should use.
 func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
@@ -57,6 +62,16 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 	if err := mgr.GetAPIReader().Get(ctx, key, sr); err != nil {
 		return nil, fmt.Errorf("reading ShardRing %s (apply it before starting the operator): %w", key, err)
 	}
+	r := &Ring{opts: opts, key: key, sr: sr}
+	if err := r.attach(mgr); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// attach makes the manager's replica a member of the ring r.sr describes.
+func (r *Ring) attach(mgr ctrl.Manager) error {
+	opts, key, sr := r.opts, r.key, r.sr
 	slots := int(sr.Spec.Slots)
 	if slots == 0 {
 		slots = ring.DefaultSlots
@@ -65,7 +80,7 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 	if sr.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector {
 		var err error
 		if uid, err = newUIDSlots(mgr, sr, slots); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
@@ -73,7 +88,7 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 	// only cause conflicts, and a cache of every Lease costs memory.
 	direct, err := leaseClient(mgr)
 	if err != nil {
-		return nil, fmt.Errorf("creating the member's client: %w", err)
+		return fmt.Errorf("creating the member's client: %w", err)
 	}
 	agentOpts := serving.Options{
 		Ring:          key,
@@ -89,19 +104,19 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 	}
 	if cc, ok := mgr.GetCache().(counter); ok {
 		if err := opts.Registerer.Register(newCachedObjects(opts.Ring, opts.Member, cc)); err != nil {
-			return nil, fmt.Errorf("registering the cached objects metric: %w", err)
+			return fmt.Errorf("registering the cached objects metric: %w", err)
 		}
 	}
 	memberMetrics, err := serving.NewMetrics(opts.Registerer, opts.Member)
 	if err != nil {
-		return nil, fmt.Errorf("registering member metrics: %w", err)
+		return fmt.Errorf("registering member metrics: %w", err)
 	}
 	agent, err := serving.NewAgent(direct, mgr.GetClient(), agentOpts, memberMetrics)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := mgr.Add(agent); err != nil {
-		return nil, fmt.Errorf("adding the member agent: %w", err)
+		return fmt.Errorf("adding the member agent: %w", err)
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("kubeshard-member").
@@ -109,7 +124,7 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		Complete(reconcile.Func(agent.Reconcile))
 	if err != nil {
-		return nil, fmt.Errorf("creating the member controller: %w", err)
+		return fmt.Errorf("creating the member controller: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("kubeshard-member", func(*http.Request) error {
 		if !agent.Member().Valid() {
@@ -117,32 +132,33 @@ func New(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ring, error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("adding the member readiness check: %w", err)
+		return fmt.Errorf("adding the member readiness check: %w", err)
 	}
 
 	if !opts.DisableCoordinator {
 		coordMetrics, err := coordinator.NewMetrics(opts.Registerer)
 		if err != nil {
-			return nil, fmt.Errorf("registering coordinator metrics: %w", err)
+			return fmt.Errorf("registering coordinator metrics: %w", err)
 		}
 		if err := coordinator.Add(mgr, coordinator.Options{Ring: key, RebalanceQuiet: opts.RebalanceQuiet}, coordMetrics); err != nil {
-			return nil, err
+			return err
 		}
 		if err := labeler.Add(mgr, labeler.Options{Ring: key, SweepInterval: opts.LabelerSweepInterval, Registerer: opts.Registerer}); err != nil {
-			return nil, fmt.Errorf("adding the labeler: %w", err)
+			return fmt.Errorf("adding the labeler: %w", err)
 		}
 	}
 	if opts.Webhook {
 		if err := slotwebhook.Add(mgr, slotwebhook.Options{Ring: key, Registerer: opts.Registerer}); err != nil {
-			return nil, fmt.Errorf("adding the slot-label webhook: %w", err)
+			return fmt.Errorf("adding the slot-label webhook: %w", err)
 		}
 	}
 	if uid != nil {
 		if err := uid.report(mgr.GetCache(), agent.Member(), mgr.GetLogger().WithName("kubeshard"), opts); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return &Ring{opts: opts, key: key, slots: slots, agent: agent, uid: uid}, nil
+	r.slots, r.agent, r.uid = slots, agent, uid
+	return nil
 }
 
 // leaseClient returns a client for the member's Lease with a connection of
@@ -174,7 +190,9 @@ func ownConnection(cfg *rest.Config) *rest.Config {
 // ByUID reports whether the ring is in selectorMode ShardSelector: objects of
 // the sharded kind have the slot of their uid (ring.UIDSlot) and no slot
 // label; their children carry the label (slotlabel.LabelChildByUID).
-func (r *Ring) ByUID() bool { return r.uid != nil }
+func (r *Ring) ByUID() bool {
+	return r.sr.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector
+}
 
 // Slots returns the ring's number of slots.
 func (r *Ring) Slots() int { return r.slots }
@@ -206,10 +224,7 @@ func ReadRing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, key
 // then replaced about as fast as any member's loss is noticed, instead of
 // after controller-runtime's default 15 s lease whatever the ring says.
 func ElectCoordinator(opts *ctrl.Options, cfg *rest.Config, sr *shardingv1alpha1.ShardRing) {
-	lease := membership.DefaultLeaseDuration
-	if sr.Spec.LeaseDurationSeconds > 0 {
-		lease = time.Duration(sr.Spec.LeaseDurationSeconds) * time.Second
-	}
+	lease, _ := leaseTimings(sr)
 	renewDeadline, retryPeriod := membership.Timings(lease)
 	opts.LeaderElection = true
 	opts.LeaderElectionID = sr.Name + "-coordinator"

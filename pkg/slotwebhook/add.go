@@ -11,12 +11,14 @@ import (
 // Path is where the webhook server serves the slot-label webhook.
 const Path = "/mutate-slot-label"
 
-// The webhook configuration generated from the markers below must route the
-// ring's sharded kinds and child kinds to Path; the handler then follows the
-// ring's spec. Routing a kind the spec does not name costs a round trip and
-// changes nothing; a kind the spec names but the configuration does not route
-// is labelled by the labeler only. The markers route the example operator's
-// ring: LargeData and its child ConfigMaps.
+// The webhook configuration of an operator must route the ring's sharded
+// kinds and child kinds to Path; the handler then follows the ring's spec.
+// Routing a kind the spec does not name costs a round trip and changes
+// nothing; a kind the spec names but the configuration does not route is
+// labelled by the labeler only. An operator generates the configuration
+// from markers of its own (cmd/largedata-operator/webhook.go has the
+// example operator's, docs/implement-sharding.md says how), with the match
+// conditions MatchSlotLabelTouched and MatchHasController:
 //
 // Sharded kinds go through on CREATE and UPDATE, but the matchCondition,
 // evaluated inside the API server, calls the webhook on UPDATE only when the
@@ -32,9 +34,15 @@ const Path = "/mutate-slot-label"
 // timeoutSeconds is short because failurePolicy is Ignore: a hung webhook
 // would otherwise delay every create by the default ten seconds, for a label
 // that the labeler would write anyway.
+const (
+	// MatchSlotLabelTouched is the match condition for a sharded kind: a
+	// CREATE, or an UPDATE that removes or changes the slot label.
+	MatchSlotLabelTouched = "request.operation != 'UPDATE' || !has(object.metadata.labels) || !('sharding.kubeshard.dev/slot' in object.metadata.labels) || !has(oldObject.metadata.labels) || !('sharding.kubeshard.dev/slot' in oldObject.metadata.labels) || object.metadata.labels['sharding.kubeshard.dev/slot'] != oldObject.metadata.labels['sharding.kubeshard.dev/slot']"
 
-// +kubebuilder:webhook:path=/mutate-slot-label,mutating=true,failurePolicy=ignore,sideEffects=None,admissionReviewVersions=v1,timeoutSeconds=3,name=slot-label.sharding.kubeshard.dev,groups=data.kubeshard.dev,resources=largedata,verbs=create;update,versions=*,patch=`{"matchConditions":[{"name":"create-or-slot-label-touched","expression":"request.operation != 'UPDATE' || !has(object.metadata.labels) || !('sharding.kubeshard.dev/slot' in object.metadata.labels) || !has(oldObject.metadata.labels) || !('sharding.kubeshard.dev/slot' in oldObject.metadata.labels) || object.metadata.labels['sharding.kubeshard.dev/slot'] != oldObject.metadata.labels['sharding.kubeshard.dev/slot']"}]}`
-// +kubebuilder:webhook:path=/mutate-slot-label,mutating=true,failurePolicy=ignore,sideEffects=None,admissionReviewVersions=v1,timeoutSeconds=3,name=child-slot-label.sharding.kubeshard.dev,groups="",resources=configmaps,verbs=create,versions=v1,patch=`{"matchConditions":[{"name":"has-controller","expression":"has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)"}]}`
+	// MatchHasController is the match condition for a child kind: the object
+	// has a controller ownerReference.
+	MatchHasController = "has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)"
+)
 
 // Register serves h on server at Path.
 func Register(server webhook.Server, h *Handler) {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/slotwebhook"
 	"github.com/kubeshard/kubeshard/test/podrunner"
 )
 
@@ -203,5 +204,33 @@ func TestGeneratedManifestsReachTheBuild(t *testing.T) {
 	}
 	if !strings.HasPrefix(built.Name, "kubeshard-") {
 		t.Errorf("the webhook configuration is named %q; a cluster-scoped object needs a name no other project uses", built.Name)
+	}
+}
+
+// TestTheWebhookConfigurationKeepsTheLibrarysMatchConditions checks that the
+// configuration the example operator's markers generate routes with the
+// match conditions the slot-label webhook is written for, which
+// pkg/slotwebhook keeps in one place: without them every update of every
+// sharded object, or every ConfigMap created in the cluster, would pay a
+// webhook round trip.
+func TestTheWebhookConfigurationKeepsTheLibrarysMatchConditions(t *testing.T) {
+	generated := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, readDocuments(t, "deploy/base/webhook/manifests.yaml")[0])
+	want := map[string]string{
+		"slot-label.sharding.kubeshard.dev":       slotwebhook.MatchSlotLabelTouched,
+		"child-slot-label.sharding.kubeshard.dev": slotwebhook.MatchHasController,
+	}
+	for _, wh := range generated.Webhooks {
+		expr, known := want[wh.Name]
+		if !known {
+			t.Errorf("webhook %s: unknown to this test; give it one of the library's match conditions", wh.Name)
+			continue
+		}
+		delete(want, wh.Name)
+		if len(wh.MatchConditions) != 1 || wh.MatchConditions[0].Expression != expr {
+			t.Errorf("webhook %s has match conditions %+v, want exactly the expression %q", wh.Name, wh.MatchConditions, expr)
+		}
+	}
+	for name := range want {
+		t.Errorf("webhook %s is not in the generated configuration", name)
 	}
 }
