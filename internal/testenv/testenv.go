@@ -147,3 +147,25 @@ func MissingDependency(t testing.TB, what string, err error) {
 	}
 	t.Skipf("SKIPPING: %s is not installed, so this test did not run (make test-deps installs it; CI=true makes this a failure): %v", what, err)
 }
+
+// Run is the body of a TestMain for a package whose tests share one control
+// plane:
+//
+//	func TestMain(m *testing.M) { os.Exit(testenv.Run(m, testenv.Options{}, &env)) }
+//
+// It starts the control plane, sets *env, runs the tests and stops it. It
+// returns the tests' exit code, or 1 when the control plane did not start;
+// errors go to stderr, where go test shows them outside any test's output.
+func Run(m *testing.M, opts Options, env **Environment) int {
+	e, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return code
+}

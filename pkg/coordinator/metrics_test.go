@@ -6,50 +6,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
 )
-
-// sample is one series of the simulated ring as reg exports it: a counter's
-// or gauge's value, or a histogram's sample count and sum.
-type sample struct {
-	value, sum float64
-	count      uint64
-}
-
-// gather returns the series of metric name whose labels include want.
-func gather(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) sample {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			matched := 0
-			for _, l := range m.GetLabel() {
-				if v, ok := want[l.GetName()]; ok {
-					if v != l.GetValue() {
-						continue series
-					}
-					matched++
-				}
-			}
-			if matched != len(want) {
-				continue
-			}
-			return sample{
-				value: m.GetCounter().GetValue() + m.GetGauge().GetValue(),
-				count: m.GetHistogram().GetSampleCount(), sum: m.GetHistogram().GetSampleSum(),
-			}
-		}
-	}
-	t.Fatalf("no series %s%v", name, want)
-	return sample{}
-}
 
 // TestHandoverAndRebalanceDurationsAreObserved joins a third member to a
 // settled ring of two and checks what the coordinator's histograms say
@@ -71,32 +30,30 @@ func TestHandoverAndRebalanceDurationsAreObserved(t *testing.T) {
 	// A fresh ring is assigned without handovers: nothing to time yet.
 	ring := map[string]string{"ring": simRingName}
 	completedSlots := map[string]string{"ring": simRingName, "result": "completed"}
-	before := map[string]sample{}
-	for _, name := range []string{"kubeshard_ring_handover_duration_seconds", "kubeshard_ring_rebalance_duration_seconds"} {
-		before[name] = gather(t, reg, name, ring)
-	}
-	completed0 := gather(t, reg, "kubeshard_ring_handovers_total", completedSlots).value
+	handovers0, handoverSum0 := testenv.Histogram(t, reg, "kubeshard_ring_handover_duration_seconds", ring)
+	rebalances0, rebalanceSum0 := testenv.Histogram(t, reg, "kubeshard_ring_rebalance_duration_seconds", ring)
+	completed0 := testenv.MetricValue(t, reg, "kubeshard_ring_handovers_total", completedSlots)
 
 	joined := s.clock.Now()
 	s.start("op-3")
 	s.settle()
 	elapsed := s.clock.Now().Sub(joined)
 
-	completed := gather(t, reg, "kubeshard_ring_handovers_total", completedSlots).value - completed0
-	h := gather(t, reg, "kubeshard_ring_handover_duration_seconds", ring)
-	r := gather(t, reg, "kubeshard_ring_rebalance_duration_seconds", ring)
-	handovers, handoverSum := h.count-before["kubeshard_ring_handover_duration_seconds"].count, h.sum-before["kubeshard_ring_handover_duration_seconds"].sum
-	rebalances, rebalanceSum := r.count-before["kubeshard_ring_rebalance_duration_seconds"].count, r.sum-before["kubeshard_ring_rebalance_duration_seconds"].sum
+	completed := testenv.MetricValue(t, reg, "kubeshard_ring_handovers_total", completedSlots) - completed0
+	handovers, handoverSum := testenv.Histogram(t, reg, "kubeshard_ring_handover_duration_seconds", ring)
+	rebalances, rebalanceSum := testenv.Histogram(t, reg, "kubeshard_ring_rebalance_duration_seconds", ring)
+	handovers, handoverSum = handovers-handovers0, handoverSum-handoverSum0
+	rebalances, rebalanceSum = rebalances-rebalances0, rebalanceSum-rebalanceSum0
 	if completed < simSlots/3 {
 		t.Fatalf("%v handovers completed after the join, want at least %d (a third of the slots)", completed, simSlots/3)
 	}
-	if float64(handovers) != completed {
-		t.Errorf("the handover histogram has %d samples, want one per completed handover (%v)", handovers, completed)
+	if handovers != completed {
+		t.Errorf("the handover histogram has %v samples, want one per completed handover (%v)", handovers, completed)
 	}
 	if rebalances != 1 {
-		t.Fatalf("the rebalance histogram has %d samples after one join, want 1", rebalances)
+		t.Fatalf("the rebalance histogram has %v samples after one join, want 1", rebalances)
 	}
-	mean := time.Duration(handoverSum / float64(handovers) * float64(time.Second))
+	mean := time.Duration(handoverSum / handovers * float64(time.Second))
 	took := time.Duration(rebalanceSum * float64(time.Second))
 	if mean <= 0 || mean > elapsed {
 		t.Errorf("mean handover %s, want more than 0 and at most the %s since the join", mean, elapsed)
@@ -104,7 +61,7 @@ func TestHandoverAndRebalanceDurationsAreObserved(t *testing.T) {
 	if took < mean || took > elapsed {
 		t.Errorf("the rebalance took %s, want at least the mean handover (%s) and at most the %s since the join", took, mean, elapsed)
 	}
-	if moving := gather(t, reg, "kubeshard_ring_moving_slots", ring).value; moving != 0 {
+	if moving := testenv.MetricValue(t, reg, "kubeshard_ring_moving_slots", ring); moving != 0 {
 		t.Errorf("kubeshard_ring_moving_slots = %v after settling, want 0", moving)
 	}
 	t.Logf("%v handovers, mean %s; rebalance %s; %s since the join", completed, mean, took, elapsed)

@@ -375,16 +375,20 @@ func TestSweeperRunsAtStartAndEveryInterval(t *testing.T) {
 	go func() { s.Run(ctx); close(stopped) }()
 
 	// Two kinds: one list each per sweep.
-	waitFor(t, func() bool { return lists.Load() == 2 && clk.HasWaiters() }, "the sweep at start")
+	testenv.Eventually(t, 5*time.Second, "the sweep at start lists both kinds and waits for the next", func() (bool, string) {
+		return lists.Load() == 2 && clk.HasWaiters(), fmt.Sprintf("%d lists, sweeper waiting on the clock: %v", lists.Load(), clk.HasWaiters())
+	})
 	clk.Step(9 * time.Minute)
 	time.Sleep(50 * time.Millisecond)
 	if n := lists.Load(); n != 2 {
 		t.Fatalf("%d lists before the interval passed, want 2", n)
 	}
 	clk.Step(time.Minute)
-	waitFor(t, func() bool { return lists.Load() == 4 }, "the sweep after one interval")
-	if got := sweepCount(t, reg); got < 1 {
-		t.Errorf("kubeshard_labeler_sweep_duration_seconds count = %d, want at least 1", got)
+	testenv.Eventually(t, 5*time.Second, "the sweep after one interval lists both kinds", func() (bool, string) {
+		return lists.Load() == 4, fmt.Sprintf("%d lists", lists.Load())
+	})
+	if got, _ := testenv.Histogram(t, reg, "kubeshard_labeler_sweep_duration_seconds", map[string]string{"ring": ringName}); got < 1 {
+		t.Errorf("kubeshard_labeler_sweep_duration_seconds count = %v, want at least 1", got)
 	}
 	cancel()
 	<-stopped
@@ -420,51 +424,7 @@ func TestSlimMetadata(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func labelsTotal(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "kubeshard_labeler_labels_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["ring"] == ringName && l["reason"] == reason {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no kubeshard_labeler_labels_total{reason=%q}", reason)
-	return 0
-}
-
-func sweepCount(t *testing.T, reg *prometheus.Registry) uint64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == "kubeshard_labeler_sweep_duration_seconds" {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
-	}
-	return 0
+	return testenv.MetricValue(t, reg, "kubeshard_labeler_labels_total", map[string]string{"ring": ringName, "reason": reason})
 }

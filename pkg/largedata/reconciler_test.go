@@ -25,6 +25,7 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/pkg/largedata"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
@@ -115,30 +116,6 @@ func transform(t *testing.T, p datav1alpha1.Processing) store.Transform {
 	return fn
 }
 
-func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, fam := range families {
-		if fam.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range fam.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
 func TestReconcileDoesOneBatchOfEachKindPerReconcile(t *testing.T) {
 	f := newFixture(t, dataset(1200, datav1alpha1.ProcessingUppercase), largedata.Options{})
 
@@ -204,7 +181,7 @@ func TestReconcileDoesOneBatchOfEachKindPerReconcile(t *testing.T) {
 	if cm.Data[largedata.SummaryChecksum] != fmt.Sprintf("%016x", sum) || cm.Data[largedata.SummaryProcessed] != "1200" {
 		t.Errorf("summary data %v, want checksum %016x and 1200 processed", cm.Data, sum)
 	}
-	if got := counter(t, f.reg, "kubeshard_largedata_items_processed_total", nil); got != 1200 {
+	if got := testenv.MetricValue(t, f.reg, "kubeshard_largedata_items_processed_total", nil); got != 1200 {
 		t.Errorf("kubeshard_largedata_items_processed_total = %v, want 1200", got)
 	}
 
@@ -348,7 +325,7 @@ func TestReconcileNewGenerationReprocesses(t *testing.T) {
 		t.Errorf("status %+v, want 900 processed at generation 2", ld.Status)
 	}
 	// Exactly once per generation: 700 and then 900.
-	if got := counter(t, f.reg, "kubeshard_largedata_items_processed_total", nil); got != 1600 {
+	if got := testenv.MetricValue(t, f.reg, "kubeshard_largedata_items_processed_total", nil); got != 1600 {
 		t.Errorf("kubeshard_largedata_items_processed_total = %v, want 1600", got)
 	}
 	recs, _ := f.st.Records(t.Context(), store.Key{UID: "uid-1"}, 0, 2000)
@@ -400,7 +377,7 @@ func TestReconcileStoreOutage(t *testing.T) {
 	if ld.Status.Phase != datav1alpha1.PhasePending {
 		t.Errorf("phase %s, want Pending", ld.Status.Phase)
 	}
-	if got := counter(t, f.reg, "kubeshard_largedata_store_errors_total", map[string]string{"operation": "initialize"}); got != 1 {
+	if got := testenv.MetricValue(t, f.reg, "kubeshard_largedata_store_errors_total", map[string]string{"operation": "initialize"}); got != 1 {
 		t.Errorf("kubeshard_largedata_store_errors_total{operation=initialize} = %v, want 1", got)
 	}
 

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 )
 
 const (
@@ -343,7 +344,7 @@ func TestReleaseHandsTheSlotsBackAndStopsRun(t *testing.T) {
 	env := newTestMember(t, newAPIServer())
 	runErr := make(chan error, 1)
 	go func() { runErr <- env.m.Run(t.Context()) }()
-	waitFor(t, "the Lease to be acquired", env.m.Valid)
+	testenv.Eventually(t, 5*time.Second, "the member acquires its Lease", func() (bool, string) { return env.m.Valid(), "" })
 	env.m.SetServing([]int{1, 2, 3}, 1)
 	if err := env.m.PublishServing(t.Context()); err != nil {
 		t.Fatalf("PublishServing: %v", err)
@@ -449,14 +450,16 @@ func TestRunRenewsOnEveryTickAndFences(t *testing.T) {
 	env := newTestMember(t, newAPIServer())
 	runErr := make(chan error, 1)
 	go func() { runErr <- env.m.Run(t.Context()) }()
-	waitFor(t, "the Lease to be acquired", env.m.Valid)
+	testenv.Eventually(t, 5*time.Second, "the member acquires its Lease", func() (bool, string) { return env.m.Valid(), "" })
 
 	for i := range 2 {
 		before := env.api.updates.Load()
 		env.clock.Step(DefaultRetryPeriod)
-		waitFor(t, "a renewal on the tick", func() bool { return env.api.updates.Load() > before })
+		testenv.Eventually(t, 5*time.Second, "a renewal on the tick", func() (bool, string) { return env.api.updates.Load() > before, "" })
 		want := start.Add(time.Duration(i+1) * DefaultRetryPeriod)
-		waitFor(t, "LastRenewal to advance", func() bool { return env.m.LastRenewal().Equal(want) })
+		testenv.Eventually(t, 5*time.Second, "LastRenewal advances to "+want.String(), func() (bool, string) {
+			return env.m.LastRenewal().Equal(want), "LastRenewal " + env.m.LastRenewal().String()
+		})
 	}
 	lastRenewal := env.m.LastRenewal()
 
@@ -466,8 +469,8 @@ func TestRunRenewsOnEveryTickAndFences(t *testing.T) {
 		env.clock.Step(DefaultRetryPeriod)
 		// The clock does not move again until this step's outcome is known:
 		// a renewal attempt, or the member fenced and Run returning.
-		waitFor(t, "an attempt or Run's return", func() bool {
-			return env.api.gets.Load() > before || env.m.Fenced() || len(runErr) > 0
+		testenv.Eventually(t, 5*time.Second, "a renewal attempt or Run's return", func() (bool, string) {
+			return env.api.gets.Load() > before || env.m.Fenced() || len(runErr) > 0, ""
 		})
 		if env.m.Fenced() || len(runErr) > 0 {
 			break
@@ -499,7 +502,7 @@ func TestRunReturnsNilOnCancelAndKeepsTheLease(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	runErr := make(chan error, 1)
 	go func() { runErr <- env.m.Run(ctx) }()
-	waitFor(t, "the Lease to be acquired", env.m.Valid)
+	testenv.Eventually(t, 5*time.Second, "the member acquires its Lease", func() (bool, string) { return env.m.Valid(), "" })
 
 	cancel()
 	select {
@@ -515,18 +518,6 @@ func TestRunReturnsNilOnCancelAndKeepsTheLease(t *testing.T) {
 	}
 	if err := env.m.Run(t.Context()); err == nil {
 		t.Error("a second Run was accepted")
-	}
-}
-
-// waitFor waits a little real time for what another goroutine does.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

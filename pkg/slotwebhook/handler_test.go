@@ -365,26 +365,7 @@ func TestHandleFollowsRingSpecChanges(t *testing.T) {
 
 func counter(t *testing.T, reg *prometheus.Registry, result string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "kubeshard_webhook_assignments_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["ring"] == ringKey.Name && labels["result"] == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no kubeshard_webhook_assignments_total{ring=%q,result=%q}", ringKey.Name, result)
-	return 0
+	return testenv.MetricValue(t, reg, "kubeshard_webhook_assignments_total", map[string]string{"ring": ringKey.Name, "result": result})
 }
 
 func equalMaps(a, b map[string]string) bool {

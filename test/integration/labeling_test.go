@@ -131,11 +131,11 @@ func TestLabeler(t *testing.T) {
 		if err := c.Create(ctx, ld); err != nil {
 			t.Fatal(err)
 		}
-		begin := time.Now()
-		labelingEventually(t, 10*time.Second, func() bool {
-			return labelingLabel(t, c, labelingLargeDataGVK, ld.Name) == labelingSlot(ld.Name)
-		}, "the generated object to be labelled")
-		t.Logf("labelled %s in %v", ld.Name, time.Since(begin).Round(time.Millisecond))
+		took := testenv.Eventually(t, 10*time.Second, "the generated object is labelled", func() (bool, string) {
+			got, want := labelingLabel(t, c, labelingLargeDataGVK, ld.Name), labelingSlot(ld.Name)
+			return got == want, fmt.Sprintf("slot label %q, want %q", got, want)
+		})
+		t.Logf("labelled %s in %v", ld.Name, took.Round(time.Millisecond))
 	})
 
 	t.Run("wrong label is corrected by the sweep", func(t *testing.T) {
@@ -152,13 +152,15 @@ func TestLabeler(t *testing.T) {
 		if got := labelingLabel(t, c, labelingLargeDataGVK, name); got != "7777" {
 			t.Fatalf("slot label %q before the sweep was due, want the wrong 7777 still", got)
 		}
-		labelingEventually(t, 10*time.Second, clk.HasWaiters, "the sweeper to wait for its next sweep")
+		testenv.Eventually(t, 10*time.Second, "the sweeper waits for its next sweep", func() (bool, string) {
+			return clk.HasWaiters(), ""
+		})
 		clk.Step(labelingSweepInterval)
-		begin := time.Now()
-		labelingEventually(t, 20*time.Second, func() bool {
-			return labelingLabel(t, c, labelingLargeDataGVK, name) == labelingSlot(name)
-		}, "the sweep to correct the label")
-		t.Logf("corrected %v after the sweep was due", time.Since(begin).Round(time.Millisecond))
+		took := testenv.Eventually(t, 20*time.Second, "the sweep corrects the label", func() (bool, string) {
+			got, want := labelingLabel(t, c, labelingLargeDataGVK, name), labelingSlot(name)
+			return got == want, fmt.Sprintf("slot label %q, want %q", got, want)
+		})
+		t.Logf("corrected %v after the sweep was due", took.Round(time.Millisecond))
 	})
 
 	t.Run("memory", func(t *testing.T) {
@@ -173,19 +175,20 @@ func TestLabeler(t *testing.T) {
 				gvk = labelingConfigMapGVK
 			}
 			var n int
-			labelingEventually(t, 5*time.Second, func() bool {
+			testenv.Eventually(t, 5*time.Second, "the labeler's cache drops labelled objects", func() (bool, string) {
 				var err error
 				n, err = l.Unlabelled(ctx, gvk, client.InNamespace(labelingNamespace))
 				if err != nil {
 					t.Fatal(err)
 				}
-				return n == tc.n
-			}, "the labeler's cache to drop labelled objects")
+				return n == tc.n, fmt.Sprintf("%d %s in the cache, want %d", n, tc.kind, tc.n)
+			})
 			t.Logf("%s in the labeler's cache: %d", tc.kind, n)
 		}
 	})
 
-	missing, wrong := labelingCounter(t, reg, "missing"), labelingCounter(t, reg, "wrong")
+	missing := testenv.MetricValue(t, reg, "kubeshard_labeler_labels_total", map[string]string{"reason": "missing"})
+	wrong := testenv.MetricValue(t, reg, "kubeshard_labeler_labels_total", map[string]string{"reason": "wrong"})
 	t.Logf("kubeshard_labeler_labels_total: missing=%v wrong=%v", missing, wrong)
 	if want := float64(labelingObjects + 2); missing < want {
 		t.Errorf("labels_total{reason=missing} = %v, want at least %v", missing, want)
@@ -273,15 +276,18 @@ func labelingWaitAllLabelled(t *testing.T, c client.Client, n int, timeout time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	labelingEventually(t, timeout, func() bool {
+	testenv.Eventually(t, timeout, "every LargeData has a slot label", func() (bool, string) {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(datav1alpha1.GroupVersion.WithKind("LargeDataList"))
 		if err := c.List(t.Context(), list, client.InNamespace(labelingNamespace),
 			client.MatchingLabelsSelector{Selector: unlabelled}, client.Limit(1)); err != nil {
 			t.Fatalf("listing LargeData: %v", err)
 		}
-		return len(list.Items) == 0
-	}, "every LargeData to have a slot label")
+		if len(list.Items) > 0 {
+			return false, list.Items[0].Name + " has none"
+		}
+		return true, ""
+	})
 
 	var right, total int
 	list := &metav1.PartialObjectMetadataList{}
@@ -322,36 +328,4 @@ func labelingWantLabel(t *testing.T, c client.Client, gvk schema.GroupVersionKin
 	if got := labelingLabel(t, c, gvk, name); got != want {
 		t.Errorf("%s %s: slot label %q, want %q", gvk.Kind, name, got, want)
 	}
-}
-
-func labelingEventually(t *testing.T, timeout time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-func labelingCounter(t *testing.T, reg *prometheus.Registry, reason string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "kubeshard_labeler_labels_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }

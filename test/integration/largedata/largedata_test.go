@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +22,7 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/pkg/largedata"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
@@ -134,23 +136,6 @@ func startOperator(t *testing.T, name string, st store.Store, setDown func(*test
 	return op
 }
 
-// eventually polls check until it returns nil, and fails t with check's
-// last error after timeout.
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %v after %s", what, err, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func (op *operator) get(t *testing.T, name string) (*datav1alpha1.LargeData, error) {
 	ld := &datav1alpha1.LargeData{}
 	err := op.c.Get(t.Context(), client.ObjectKey{Namespace: op.ns, Name: name}, ld)
@@ -162,17 +147,17 @@ func (op *operator) get(t *testing.T, name string) (*datav1alpha1.LargeData, err
 func (op *operator) waitReady(t *testing.T, name string) *datav1alpha1.LargeData {
 	t.Helper()
 	var ld *datav1alpha1.LargeData
-	eventually(t, "waiting for "+name+" to be Ready", func() error {
+	testenv.Eventually(t, timeout, name+" is Ready", func() (bool, string) {
 		var err error
 		if ld, err = op.get(t, name); err != nil {
-			return err
+			return false, err.Error()
 		}
 		ready := meta.FindStatusCondition(ld.Status.Conditions, datav1alpha1.ConditionReady)
 		if ld.Status.ObservedGeneration != ld.Generation || ld.Status.Phase != datav1alpha1.PhaseReady ||
 			ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != ld.Generation {
-			return fmt.Errorf("generation %d, status %s", ld.Generation, statusString(ld))
+			return false, fmt.Sprintf("generation %d, status %s", ld.Generation, statusString(ld))
 		}
-		return nil
+		return true, ""
 	})
 	return ld
 }
@@ -195,33 +180,15 @@ func wantCondition(t *testing.T, ld *datav1alpha1.LargeData, typ string, status 
 }
 
 func (op *operator) processedTotal(t *testing.T) float64 {
-	return op.counter(t, "kubeshard_largedata_items_processed_total", "")
-}
-
-// counter sums a counter over its series, or over those whose operation
-// label is operation when it is not empty.
-func (op *operator) counter(t *testing.T, name, operation string) float64 {
 	t.Helper()
-	families, err := op.reg.Gather()
-	if err != nil {
+	const name = "kubeshard_largedata_items_processed_total"
+	// The counter has no series until the operator processes its first record.
+	if n, err := testutil.GatherAndCount(op.reg, name); err != nil {
 		t.Fatal(err)
+	} else if n == 0 {
+		return 0
 	}
-	sum := 0.0
-	for _, fam := range families {
-		if fam.GetName() != name {
-			continue
-		}
-		for _, m := range fam.GetMetric() {
-			match := operation == ""
-			for _, lp := range m.GetLabel() {
-				match = match || lp.GetName() == "operation" && lp.GetValue() == operation
-			}
-			if match {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+	return testenv.MetricValue(t, op.reg, name, nil)
 }
 
 func keyOf(ld *datav1alpha1.LargeData) store.Key {
@@ -267,14 +234,14 @@ func (op *operator) checkStore(t *testing.T, ld *datav1alpha1.LargeData) uint64 
 func (op *operator) checkSummary(t *testing.T, ld *datav1alpha1.LargeData, slot string, checksum uint64) {
 	t.Helper()
 	cm := &corev1.ConfigMap{}
-	eventually(t, "waiting for the summary of generation "+fmt.Sprint(ld.Generation), func() error {
+	testenv.Eventually(t, timeout, "the summary of generation "+fmt.Sprint(ld.Generation)+" is published", func() (bool, string) {
 		if err := op.c.Get(t.Context(), client.ObjectKeyFromObject(ld), cm); err != nil {
-			return err
+			return false, err.Error()
 		}
 		if g := cm.Data[largedata.SummaryGeneration]; g != fmt.Sprint(ld.Generation) {
-			return fmt.Errorf("summary of generation %s", g)
+			return false, "summary of generation " + g
 		}
-		return nil
+		return true, ""
 	})
 	if !metav1.IsControlledBy(cm, ld) || cm.Labels[shardingv1alpha1.LabelSlot] != slot {
 		t.Errorf("summary owners %v labels %v, want controlled by %s with its slot label %s", cm.OwnerReferences, cm.Labels, ld.Name, slot)
@@ -310,15 +277,15 @@ func (op *operator) update(t *testing.T, name string, mutate func(*datav1alpha1.
 
 func (op *operator) waitGone(t *testing.T, ld *datav1alpha1.LargeData) {
 	t.Helper()
-	eventually(t, "waiting for "+ld.Name+" to be deleted", func() error {
+	testenv.Eventually(t, timeout, ld.Name+" is deleted", func() (bool, string) {
 		got, err := op.get(t, ld.Name)
 		if apierrors.IsNotFound(err) {
-			return nil
+			return true, ""
 		}
 		if err != nil {
-			return err
+			return false, err.Error()
 		}
-		return fmt.Errorf("still there with finalizers %v, %s", got.Finalizers, statusString(got))
+		return false, fmt.Sprintf("still there with finalizers %v, %s", got.Finalizers, statusString(got))
 	})
 	if _, err := op.st.Progress(t.Context(), keyOf(ld)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the dataset of %s outlived it in the store (%v)", ld.Name, err)
@@ -386,12 +353,12 @@ func (op *operator) testLifecycle(t *testing.T) {
 
 	// No summary asked for: it goes.
 	op.update(t, "lifecycle", func(ld *datav1alpha1.LargeData) { ld.Spec.PublishSummary = false })
-	eventually(t, "waiting for the summary to be deleted", func() error {
+	testenv.Eventually(t, timeout, "the summary is deleted", func() (bool, string) {
 		err := op.c.Get(t.Context(), client.ObjectKeyFromObject(ld), &corev1.ConfigMap{})
 		if apierrors.IsNotFound(err) {
-			return nil
+			return true, ""
 		}
-		return fmt.Errorf("summary still there (%w)", err)
+		return false, fmt.Sprintf("summary still there (%v)", err)
 	})
 
 	if err := op.c.Delete(t.Context(), ld); err != nil {
@@ -411,17 +378,17 @@ func (op *operator) testStoreOutage(t *testing.T) {
 		}
 		return ld
 	}
-	degraded := func(name string, phase datav1alpha1.Phase) func() error {
-		return func() error {
+	degraded := func(name string, phase datav1alpha1.Phase) func() (bool, string) {
+		return func() (bool, string) {
 			ld, err := op.get(t, name)
 			if err != nil {
-				return err
+				return false, err.Error()
 			}
 			c := meta.FindStatusCondition(ld.Status.Conditions, datav1alpha1.ConditionDegraded)
 			if ld.Status.Phase != phase || c == nil || c.Status != metav1.ConditionTrue || c.Reason != largedata.ReasonStoreUnavailable {
-				return fmt.Errorf("status %s", statusString(ld))
+				return false, "status " + statusString(ld)
 			}
-			return nil
+			return true, ""
 		}
 	}
 
@@ -431,20 +398,20 @@ func (op *operator) testStoreOutage(t *testing.T) {
 	op.setDown(t, true)
 	t.Cleanup(func() { op.setDown(t, false) })
 	created := create("outage-created")
-	eventually(t, "waiting for a new object to report the outage", degraded(created.Name, datav1alpha1.PhasePending))
+	testenv.Eventually(t, timeout, "a new object reports the outage", degraded(created.Name, datav1alpha1.PhasePending))
 
 	// Deleting an object while its records cannot be deleted: the finalizer
 	// holds it, and its status says why.
 	if err := op.c.Delete(t.Context(), existing); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "waiting for the deletion to report the outage", degraded(existing.Name, datav1alpha1.PhaseDeleting))
+	testenv.Eventually(t, timeout, "the deletion reports the outage", degraded(existing.Name, datav1alpha1.PhaseDeleting))
 	time.Sleep(time.Second) // several retries
 	if ld, err := op.get(t, existing.Name); err != nil || len(ld.Finalizers) != 1 {
 		t.Fatalf("during the outage the deleted object is gone or lost its finalizer (%v, %v)", err, ld.Finalizers)
 	}
 	for _, operation := range []string{"initialize", "delete"} {
-		if op.counter(t, "kubeshard_largedata_store_errors_total", operation) == 0 {
+		if testenv.MetricValue(t, op.reg, "kubeshard_largedata_store_errors_total", map[string]string{"operation": operation}) == 0 {
 			t.Errorf("kubeshard_largedata_store_errors_total{operation=%q} did not count the outage", operation)
 		}
 	}
@@ -468,19 +435,19 @@ func (op *operator) testQuota(t *testing.T) {
 	if err := op.c.Create(t.Context(), ld); err != nil {
 		t.Fatalf("the API server refused a spec within its bounds: %v", err)
 	}
-	eventually(t, "waiting for the spec above the quota to fail", func() error {
+	testenv.Eventually(t, timeout, "the spec above the quota fails", func() (bool, string) {
 		var err error
 		if ld, err = op.get(t, "quota"); err != nil {
-			return err
+			return false, err.Error()
 		}
 		c := meta.FindStatusCondition(ld.Status.Conditions, datav1alpha1.ConditionReady)
 		if ld.Status.Phase != datav1alpha1.PhaseFailed || c == nil || c.Reason != largedata.ReasonQuotaExceeded {
-			return fmt.Errorf("status %s", statusString(ld))
+			return false, "status " + statusString(ld)
 		}
 		if !strings.Contains(c.Message, "quota of 50000") {
-			return fmt.Errorf("message %q does not name the quota", c.Message)
+			return false, fmt.Sprintf("message %q does not name the quota", c.Message)
 		}
-		return nil
+		return true, ""
 	})
 	// A terminal error is not retried: the object is left alone.
 	time.Sleep(500 * time.Millisecond)

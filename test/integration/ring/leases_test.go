@@ -21,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
@@ -121,7 +122,7 @@ func TestTheCoordinatorWatchesOnlyItsRingsLeases(t *testing.T) {
 			t.Errorf("the member stopped with %v", err)
 		}
 	})
-	waitFor(t, 30*time.Second, "the member coordinates a settled ring", func() (bool, string) {
+	testenv.Eventually(t, 30*time.Second, "the member coordinates a settled ring", func() (bool, string) {
 		select {
 		case <-mgr.Elected():
 		default:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -26,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
 	"github.com/kubeshard/kubeshard/pkg/membership"
@@ -231,21 +233,6 @@ func meta(sr *shardingv1alpha1.ShardRing, typ string) *metav1.Condition {
 	return nil
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var why string
-	for time.Since(start) < timeout {
-		var ok bool
-		if ok, why = cond(); ok {
-			return time.Since(start)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s (%s)", what, timeout, why)
-	return 0
-}
-
 // watchInvariant checks, every few milliseconds until the test ends, that no
 // slot may be reconciled by two members at once.
 func (c *cluster) watchInvariant(slots int) {
@@ -280,7 +267,7 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 	for _, name := range []string{"op-0", "op-1", "op-2", "op-3"} {
 		c.start(name)
 	}
-	took := waitFor(t, 60*time.Second, "four members settle", func() (bool, string) { return c.settled("op-0", "op-1", "op-2", "op-3") })
+	took := testenv.Eventually(t, 60*time.Second, "four members settle", func() (bool, string) { return c.settled("op-0", "op-1", "op-2", "op-3") })
 	t.Logf("4 members started and settled in %s", took)
 	for _, ms := range c.get().Status.Members {
 		if ms.SlotCount != 256 {
@@ -299,12 +286,12 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 	start := time.Now()
 	c.start("op-4")
 	var leaseSeen time.Duration
-	waitFor(t, 10*time.Second, "op-4's Lease", func() (bool, string) {
+	testenv.Eventually(t, 10*time.Second, "op-4's Lease", func() (bool, string) {
 		err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: c.ns, Name: membership.LeaseName(c.ring, "op-4")}, &coordinationv1.Lease{})
 		leaseSeen = time.Since(start)
 		return err == nil, fmt.Sprint(err)
 	})
-	assigned := waitFor(t, 30*time.Second, "op-4 owns its share", func() (bool, string) {
+	assigned := testenv.Eventually(t, 30*time.Second, "op-4 owns its share", func() (bool, string) {
 		sr := c.get()
 		for _, ms := range sr.Status.Members {
 			if ms.Name == "op-4" && sr.Status.MovingSlots == 0 && ms.SlotCount >= 204 {
@@ -313,7 +300,7 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 		}
 		return false, fmt.Sprintf("moving %d", sr.Status.MovingSlots)
 	})
-	waitFor(t, 30*time.Second, "five members settle", func() (bool, string) {
+	testenv.Eventually(t, 30*time.Second, "five members settle", func() (bool, string) {
 		return c.settled("op-0", "op-1", "op-2", "op-3", "op-4")
 	})
 	rebalance := time.Since(start)
@@ -331,7 +318,7 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 	// the Lease to expire.
 	start = time.Now()
 	c.stop("op-1")
-	waitFor(t, 30*time.Second, "four members settle after op-1 left", func() (bool, string) {
+	testenv.Eventually(t, 30*time.Second, "four members settle after op-1 left", func() (bool, string) {
 		return c.settled("op-0", "op-2", "op-3", "op-4")
 	})
 	left := time.Since(start)
@@ -343,7 +330,7 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 
 	// Coordinator failover in the middle of a handover.
 	c.start("op-5")
-	waitFor(t, 20*time.Second, "a handover to op-5 in progress", func() (bool, string) {
+	testenv.Eventually(t, 20*time.Second, "a handover to op-5 in progress", func() (bool, string) {
 		sr := c.get()
 		for _, mv := range sr.Status.Moves {
 			if mv.To == "op-5" {
@@ -367,7 +354,7 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 	for _, m := range c.running() {
 		rest = append(rest, m.name)
 	}
-	waitFor(t, 60*time.Second, "the ring settles under a new coordinator", func() (bool, string) { return c.settled(rest...) })
+	testenv.Eventually(t, 60*time.Second, "the ring settles under a new coordinator", func() (bool, string) { return c.settled(rest...) })
 	failover := time.Since(start)
 	t.Logf("coordinator %s stopped mid-handover; the ring settled with %v after %s", leader, rest, failover.Round(time.Millisecond))
 	// A coordinator that stops releases its election at once: the next one
@@ -390,7 +377,7 @@ func diff(after, before map[string]int) map[string]int {
 
 func assertEvent(t *testing.T, ns, reason string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "event "+reason, func() (bool, string) {
+	testenv.Eventually(t, 10*time.Second, "event "+reason, func() (bool, string) {
 		events := &eventsv1.EventList{}
 		if err := env.Client.List(t.Context(), events, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
@@ -450,12 +437,12 @@ func TestAMoveWaitsForTheOwnerToReleaseOrExpire(t *testing.T) {
 	c := newCluster(t, "ring-ghost", 64)
 	c.watchInvariant(64)
 	c.start("op-0")
-	waitFor(t, 30*time.Second, "op-0 settles", func() (bool, string) { return c.settled("op-0") })
+	testenv.Eventually(t, 30*time.Second, "op-0 settles", func() (bool, string) { return c.settled("op-0") })
 
 	// The ghost joins: slots move to it (op-0 releases them), but it never
 	// serves them.
 	g := startGhost(t, c.ns, c.ring, "ghost")
-	waitFor(t, 30*time.Second, "the ghost owns its share", func() (bool, string) {
+	testenv.Eventually(t, 30*time.Second, "the ghost owns its share", func() (bool, string) {
 		sr := c.get()
 		for _, ms := range sr.Status.Members {
 			if ms.Name == "ghost" && ms.SlotCount == 32 && sr.Status.MovingSlots == 0 {
@@ -470,7 +457,7 @@ func TestAMoveWaitsForTheOwnerToReleaseOrExpire(t *testing.T) {
 	// them.
 	c.start("op-1")
 	var pending []string
-	waitFor(t, 20*time.Second, "moves away from the ghost", func() (bool, string) {
+	testenv.Eventually(t, 20*time.Second, "moves away from the ghost", func() (bool, string) {
 		pending = nil
 		for _, mv := range c.get().Status.Moves {
 			if mv.From == "ghost" {
@@ -506,7 +493,7 @@ func TestAMoveWaitsForTheOwnerToReleaseOrExpire(t *testing.T) {
 	// its slots go to the live members.
 	g.die()
 	died := time.Now()
-	waitFor(t, 30*time.Second, "the ring settles without the ghost", func() (bool, string) { return c.settled("op-0", "op-1") })
+	testenv.Eventually(t, 30*time.Second, "the ring settles without the ghost", func() (bool, string) { return c.settled("op-0", "op-1") })
 	took := time.Since(died)
 	t.Logf("the ghost's slots were served again %s after it stopped renewing (lease %ds; its last renewal was up to 1s earlier)", took.Round(time.Millisecond), leaseSeconds)
 	if took > (leaseSeconds+5)*time.Second {
@@ -520,7 +507,7 @@ func TestARingThatCannotBeCoordinatedSaysWhy(t *testing.T) {
 	for _, name := range []string{"op-0", "op-1", "op-2"} {
 		c.start(name)
 	}
-	waitFor(t, 30*time.Second, "Ready=False with the reason", func() (bool, string) {
+	testenv.Eventually(t, 30*time.Second, "Ready=False with the reason", func() (bool, string) {
 		ready := meta(c.get(), shardingv1alpha1.ConditionReady)
 		if ready != nil && ready.Reason == "InvalidRing" && strings.Contains(ready.Message, "more members than slots") {
 			return true, ""
@@ -541,18 +528,14 @@ func TestARingThatCannotBeCoordinatedSaysWhy(t *testing.T) {
 // rebalances returns how many times the coordinators changed the target
 // assignment, from their kubeshard_ring_rebalances_total.
 func (c *cluster) rebalances() float64 {
+	const name = "kubeshard_ring_rebalances_total"
 	total := 0.0
 	for _, m := range c.running() {
-		families, err := m.metrics.Gather()
-		if err != nil {
+		// Only a member that has coordinated the ring exports the counter.
+		if n, err := testutil.GatherAndCount(m.metrics, name); err != nil {
 			c.t.Fatal(err)
-		}
-		for _, f := range families {
-			if f.GetName() == "kubeshard_ring_rebalances_total" {
-				for _, metric := range f.GetMetric() {
-					total += metric.GetCounter().GetValue()
-				}
-			}
+		} else if n > 0 {
+			total += testenv.MetricValue(c.t, m.metrics, name, nil)
 		}
 	}
 	return total
@@ -568,7 +551,7 @@ func TestAScaleUpFrom3To10IsOneOrTwoRebalances(t *testing.T) {
 	for _, name := range names {
 		c.start(name)
 	}
-	waitFor(t, 60*time.Second, "three members settle", func() (bool, string) { return c.settled(names...) })
+	testenv.Eventually(t, 60*time.Second, "three members settle", func() (bool, string) { return c.settled(names...) })
 	var leader *member
 	for _, m := range c.running() {
 		if m.elected() {
@@ -587,7 +570,7 @@ func TestAScaleUpFrom3To10IsOneOrTwoRebalances(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // pods of one scale-up start a little apart
 	}
 	slices.Sort(names)
-	took := waitFor(t, 60*time.Second, "ten members settle", func() (bool, string) { return c.settled(names...) })
+	took := testenv.Eventually(t, 60*time.Second, "ten members settle", func() (bool, string) { return c.settled(names...) })
 	got := c.rebalances() - before
 	t.Logf("scale 3 -> 10: %v rebalances, settled %s after the last member started", got, took.Round(time.Millisecond))
 	if got < 1 || got > 2 {

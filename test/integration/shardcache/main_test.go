@@ -4,7 +4,6 @@
 package shardcache
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -21,15 +20,5 @@ func TestMain(m *testing.M) {
 	// The assertions say what went wrong; controller-runtime's logs would
 	// bury them.
 	ctrl.SetLogger(logr.Discard())
-	var err error
-	env, err = testenv.Start(testenv.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	os.Exit(testenv.Run(m, testenv.Options{}, &env))
 }

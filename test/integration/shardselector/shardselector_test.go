@@ -157,7 +157,7 @@ func runRing(t *testing.T, gate bool) *ringRun {
 			}
 		}
 	}()
-	waitFor(t, 30*time.Second, "every LargeData reconciled by the member of its slot", func() (bool, string) {
+	testenv.Eventually(t, 30*time.Second, "every LargeData reconciled by the member of its slot", func() (bool, string) {
 		for key := range all {
 			if _, ok := r.reconciledBy(key); !ok {
 				return false, fmt.Sprintf("%s not reconciled yet", key)
@@ -284,7 +284,7 @@ func (r *ringRun) getRing() *shardingv1alpha1.ShardRing {
 // waitSettled waits until the ring is Ready and each member serves what the
 // status gives it.
 func (r *ringRun) waitSettled() {
-	waitFor(r.t, 60*time.Second, "the ring settles with both members", func() (bool, string) {
+	testenv.Eventually(r.t, 60*time.Second, "the ring settles with both members", func() (bool, string) {
 		sr := r.getRing()
 		ready := apimeta.FindStatusCondition(sr.Status.Conditions, shardingv1alpha1.ConditionReady)
 		if ready == nil || ready.Status != metav1.ConditionTrue || len(sr.Status.Members) != len(r.members) {
@@ -305,7 +305,7 @@ func (r *ringRun) waitSettled() {
 
 func (r *ringRun) waitCondition(status metav1.ConditionStatus, reason string) *metav1.Condition {
 	var c *metav1.Condition
-	waitFor(r.t, 20*time.Second, "condition ServerSideSharding "+string(status), func() (bool, string) {
+	testenv.Eventually(r.t, 20*time.Second, "condition ServerSideSharding "+string(status), func() (bool, string) {
 		c = apimeta.FindStatusCondition(r.getRing().Status.Conditions, shardingv1alpha1.ConditionServerSideSharding)
 		return c != nil && c.Status == status && c.Reason == reason, fmt.Sprintf("%+v", c)
 	})
@@ -391,17 +391,7 @@ func (r *ringRun) start(name string) *member {
 
 func (m *member) fallbackMetric(t *testing.T) float64 {
 	t.Helper()
-	families, err := m.metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == "kubeshard_member_shard_selector_fallback" {
-			return f.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("%s exports no kubeshard_member_shard_selector_fallback", m.name)
-	return 0
+	return testenv.MetricValue(t, m.metrics, "kubeshard_member_shard_selector_fallback", nil)
 }
 
 func (m *member) logged(msg string) bool { return m.logs.contains(msg) }
@@ -499,18 +489,4 @@ func (w *wire) wrap(member string) func(http.RoundTripper) http.RoundTripper {
 			return wirecount.Received(resp, watching, func(keys []string) { w.add(member, keys) }, nil), nil
 		})
 	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var why string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, why = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s (%s)", what, timeout, why)
 }

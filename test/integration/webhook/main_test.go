@@ -27,14 +27,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	env, err = testenv.Start(testenv.Options{WebhookPaths: []string{filepath.Join(root, "deploy", "base", "webhook")}})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	webhooks := filepath.Join(root, "deploy", "base", "webhook")
+	os.Exit(testenv.Run(m, testenv.Options{WebhookPaths: []string{webhooks}}, &env))
 }

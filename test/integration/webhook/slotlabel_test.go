@@ -16,6 +16,7 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 	"github.com/kubeshard/kubeshard/pkg/slotwebhook"
@@ -70,24 +71,21 @@ func startWebhook(t *testing.T) *prometheus.Registry {
 	// failurePolicy is Ignore: until the server answers (and the API server
 	// has loaded the configuration) objects are admitted unlabelled, so wait
 	// until a probe object comes back labelled.
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; ; i++ {
+	probes := 0
+	testenv.Eventually(t, 30*time.Second, "the API server calls the webhook", func() (bool, string) {
 		probe := &datav1alpha1.LargeData{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("probe-%d", i)},
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("probe-%d", probes)},
 			Spec:       datav1alpha1.LargeDataSpec{Items: 1},
 		}
+		probes++
 		if err := c.Create(ctx, probe); err != nil {
 			t.Fatalf("creating a probe: %v", err)
 		}
 		_ = c.Delete(ctx, probe)
-		if _, ok := probe.Labels[shardingv1alpha1.LabelSlot]; ok {
-			return reg
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API server did not call the webhook within 30 s (%d probes)", i+1)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		_, ok := probe.Labels[shardingv1alpha1.LabelSlot]
+		return ok, fmt.Sprintf("%d probes admitted unlabelled", probes)
+	})
+	return reg
 }
 
 func slotOf(ns, name string) string {
@@ -96,19 +94,7 @@ func slotOf(ns, name string) string {
 
 func calls(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, f := range families {
-		if f.GetName() == "kubeshard_webhook_assignments_total" {
-			for _, m := range f.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
+	return testenv.MetricValue(t, reg, "kubeshard_webhook_assignments_total", nil)
 }
 
 func TestSlotLabelWebhook(t *testing.T) {
