@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/localenv"
 	"github.com/kubeshard/kubeshard/internal/testenv"
-	"github.com/kubeshard/kubeshard/loadtest/internal/localenv"
 	"github.com/kubeshard/kubeshard/loadtest/internal/metrics"
 	"github.com/kubeshard/kubeshard/loadtest/internal/report"
 	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"

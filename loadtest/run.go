@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/localenv"
 	"github.com/kubeshard/kubeshard/internal/testenv"
-	"github.com/kubeshard/kubeshard/loadtest/internal/localenv"
 	"github.com/kubeshard/kubeshard/loadtest/internal/metrics"
 	"github.com/kubeshard/kubeshard/loadtest/internal/progress"
 	"github.com/kubeshard/kubeshard/loadtest/internal/report"

@@ -1,10 +1,11 @@
 // Command demo shows kubeshard at work on this machine, with no Docker: it
 // starts a local control plane (etcd, kube-apiserver, kube-controller-manager
 // from bin/k8s), applies deploy/local, runs the operator's StatefulSet pods as
-// local processes, creates LargeData objects, shows how the members share
-// them, scales the StatefulSet from 3 to 4 with kubectl and shows the
-// rebalance. Then it leaves everything running until Ctrl-C. `make demo` runs
-// it.
+// local processes on a throwaway PostgreSQL server (the store the project
+// recommends), creates LargeData objects, shows how the members share them,
+// scales the StatefulSet from 3 to 4 with kubectl and shows the rebalance,
+// counting from a watch every write to a LargeData meanwhile. Then it leaves
+// everything running until Ctrl-C. `make demo` runs it.
 package main
 
 import (
@@ -13,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -24,47 +24,49 @@ import (
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
-
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/localenv"
 	"github.com/kubeshard/kubeshard/internal/testenv"
-	"github.com/kubeshard/kubeshard/internal/webhookcert"
 	"github.com/kubeshard/kubeshard/pkg/assignment"
-	"github.com/kubeshard/kubeshard/test/localcluster"
-	"github.com/kubeshard/kubeshard/test/podrunner"
 )
 
 const (
-	// webhookPort is where deploy/local's webhook configuration calls.
-	webhookPort = 19443
-	operatorNS  = "kubeshard-system"
-	ringName    = "largedata"
-	statefulSet = "largedata-operator"
+	operatorNS  = localenv.Namespace
+	ringName    = localenv.Ring
+	statefulSet = localenv.StatefulSet
+	// afterScale is how long the demo keeps counting writes to LargeData
+	// once the rebalance has finished: a new owner that rewrote the objects
+	// it took over would do it then.
+	afterScale = 30 * time.Second
 )
 
 func main() {
 	objects := flag.Int("objects", 20000, "LargeData objects to create.")
 	namespaces := flag.Int("namespaces", 10, "Namespaces to spread them over.")
+	store := flag.String("store", "postgres", "Where the records live: postgres (a throwaway server on loopback, shared by the members) or memory (per member).")
 	exit := flag.Bool("exit", false, "Stop everything after the demo instead of waiting for Ctrl-C (for tests).")
 	flag.Parse()
-	if err := run(*objects, *namespaces, *exit); err != nil {
+	if *store != "postgres" && *store != "memory" {
+		fmt.Fprintf(os.Stderr, "demo: --store must be postgres or memory, not %q\n", *store)
+		os.Exit(2)
+	}
+	if err := run(*objects, *namespaces, *store == "postgres", *exit); err != nil {
 		fmt.Fprintln(os.Stderr, "\ndemo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(objects, namespaces int, exit bool) error {
+func run(objects, namespaces int, postgres, exit bool) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root, err := testenv.ModuleRoot()
@@ -72,9 +74,6 @@ func run(objects, namespaces int, exit bool) error {
 		return err
 	}
 	work := filepath.Join(root, "bin", "demo")
-	if err := os.RemoveAll(work); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return err
 	}
@@ -88,84 +87,29 @@ func run(objects, namespaces int, exit bool) error {
 	logf.SetLogger(zap.New(zap.WriteTo(logFile)))
 	klog.SetLogger(logf.Log)
 
-	step("Building the operator")
-	operator := filepath.Join(root, "bin", "largedata-operator")
-	build := exec.CommandContext(ctx, "go", "build", "-o", operator, "./cmd/largedata-operator")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building the operator: %w", err)
+	store := "the in-memory store (one per member)"
+	if postgres {
+		store = "PostgreSQL on loopback"
 	}
-
-	step("Starting etcd, kube-apiserver and kube-controller-manager on loopback")
-	cluster, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(work, "cluster")})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		step("Stopping the local cluster")
-		if err := cluster.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "demo:", err)
-		}
-	}()
-	c, err := client.New(cluster.Config, client.Options{Scheme: testenv.NewScheme()})
-	if err != nil {
-		return err
-	}
-
-	step("Applying deploy/local (CRDs, RBAC, ShardRing, webhook, StatefulSet with 3 replicas)")
-	// CRDs first: the ShardRing in the overlay needs its kind established.
-	for _, args := range [][]string{
-		{"apply", "--server-side", "-k", filepath.Join(root, "deploy", "base", "crd")},
-		{"wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"},
-		{"apply", "--server-side", "-k", filepath.Join(root, "deploy", "local")},
-	} {
-		if out, err := cluster.Kubectl(ctx, args...); err != nil {
-			return fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	// The webhook: member 0 listens on the loopback port that deploy/local
-	// names, with a certificate made here; the API server trusts it through
-	// the caBundle. If member 0 is down, failurePolicy Ignore admits objects
-	// unlabelled and the labeler labels them.
-	certDir := filepath.Join(work, "webhook-certs")
-	caBundle, err := webhookcert.Write(certDir, "kubeshard-demo-webhook")
-	if err != nil {
-		return err
-	}
-	if err := setCABundle(ctx, c, caBundle); err != nil {
-		return err
-	}
-
-	clientset, err := kubernetes.NewForConfig(cluster.Config)
-	if err != nil {
-		return err
-	}
-	runner, err := podrunner.New(podrunner.Options{
-		Client:       clientset,
-		Namespace:    operatorNS,
-		Selector:     labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": statefulSet}),
-		Binary:       operator,
-		Kubeconfig:   cluster.KubeconfigPath,
-		LogDir:       filepath.Join(work, "pods"),
-		ExtraEnv:     []string{"WEBHOOK_CERT_DIR=" + certDir},
-		WebhookPorts: map[string]int{statefulSet + "-0": webhookPort},
+	fmt.Printf("\n==> A local cluster, deploy/local with 3 members, records in %s\n", store)
+	env, err := localenv.Start(ctx, localenv.Options{
+		Dir: filepath.Join(work, "env"), Members: 3, Postgres: postgres, Progress: os.Stdout,
 	})
+	defer func() {
+		if env == nil {
+			return
+		}
+		step("Stopping the operator's pods, the local cluster and PostgreSQL")
+		err = errors.Join(err, env.Stop())
+	}()
 	if err != nil {
 		return err
 	}
-	runCtx, stopRunner := context.WithCancel(context.WithoutCancel(ctx))
-	runnerDone := make(chan error, 1)
-	go func() { runnerDone <- runner.Run(runCtx) }()
-	defer func() {
-		step("Stopping the operator's pods")
-		stopRunner()
-		<-runnerDone
-	}()
-
-	step("Waiting for 3 members to share the ring")
-	if _, err := waitRing(ctx, c, 3); err != nil {
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: testenv.NewScheme()})
+	if err != nil {
 		return err
 	}
+
 	if err := createObjects(ctx, c, objects, namespaces); err != nil {
 		return err
 	}
@@ -177,13 +121,13 @@ func run(objects, namespaces int, exit bool) error {
 	}
 
 	step("Scaling the StatefulSet to 4: kubectl scale statefulset largedata-operator --replicas=4")
-	before := ringStatus(ctx, c)
-	labelsBefore, err := slotLabels(ctx, c)
+	writes, err := watchWrites(ctx, c)
 	if err != nil {
 		return err
 	}
+	before := ringStatus(ctx, c)
 	start := time.Now()
-	if out, err := cluster.Kubectl(ctx, "-n", operatorNS, "scale", "statefulset", statefulSet, "--replicas=4"); err != nil {
+	if out, err := env.Kubectl(ctx, "-n", operatorNS, "scale", "statefulset", statefulSet, "--replicas=4"); err != nil {
 		return fmt.Errorf("scaling: %w\n%s", err, out)
 	}
 	after, err := waitRing(ctx, c, 4)
@@ -191,18 +135,20 @@ func run(objects, namespaces int, exit bool) error {
 		return err
 	}
 	took := time.Since(start)
-	labelsAfter, err := slotLabels(ctx, c)
-	if err != nil {
-		return err
+	fmt.Printf("  rebalance finished in %s: epoch %d -> %d, %d slots moved to the new member\n",
+		took.Round(100*time.Millisecond), before.Status.Epoch, after.Status.Epoch, slotsOf(after, statefulSet+"-3"))
+	fmt.Printf("  counting writes to LargeData for %s more\n", afterScale)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(afterScale):
 	}
-	changed := 0
-	for key, slot := range labelsBefore {
-		if labelsAfter[key] != slot {
-			changed++
-		}
+	n, examples := writes.stop()
+	fmt.Printf("  writes to LargeData objects from the scale to %s after the rebalance: %d (a rebalance writes none)\n",
+		afterScale, n)
+	if n > 0 {
+		fmt.Printf("  for example: %s\n", strings.Join(examples, ", "))
 	}
-	fmt.Printf("  rebalance finished in %s: epoch %d -> %d, %d slots moved to the new member,\n  slot labels changed on %d of %d objects (a rebalance writes no object)\n",
-		took.Round(100*time.Millisecond), before.Status.Epoch, after.Status.Epoch, slotsOf(after, statefulSet+"-3"), changed, len(labelsBefore))
 	if err := showShares(ctx, c); err != nil {
 		return err
 	}
@@ -218,8 +164,8 @@ Everything is running. In another terminal:
 Metrics of the members:
 %s
 Logs: %s
-`, cluster.KubeconfigPath, kubectl(root), kubectl(root), operatorNS, kubectl(root), operatorNS, statefulSet,
-		metricsURLs(runner), filepath.Join(work, "pods"))
+`, env.Kubeconfig, kubectl(root), kubectl(root), operatorNS, kubectl(root), operatorNS, statefulSet,
+		metricsURLs(env), env.LogDir())
 	if exit {
 		return nil
 	}
@@ -228,31 +174,70 @@ Logs: %s
 	return nil
 }
 
-func setCABundle(ctx context.Context, c client.Client, ca []byte) error {
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := c.Get(ctx, types.NamespacedName{Name: "kubeshard-slot-label"}, mwc); err != nil {
-		return fmt.Errorf("reading the webhook configuration: %w", err)
+// writeCounter counts, from a watch that starts at the collection's
+// resourceVersion, every write the API server records to a LargeData: what
+// a user watching the objects would see, whoever wrote them.
+type writeCounter struct {
+	w        watch.Interface
+	done     chan struct{}
+	mu       sync.Mutex
+	count    int
+	examples []string
+}
+
+func watchWrites(ctx context.Context, c client.WithWatch) (*writeCounter, error) {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(datav1alpha1.GroupVersion.WithKind("LargeDataList"))
+	if err := c.List(ctx, list, client.Limit(1)); err != nil {
+		return nil, fmt.Errorf("reading the LargeData collection's resourceVersion: %w", err)
 	}
-	patch := client.MergeFrom(mwc.DeepCopy())
-	for i := range mwc.Webhooks {
-		mwc.Webhooks[i].ClientConfig.CABundle = ca
+	watchList := &metav1.PartialObjectMetadataList{}
+	watchList.SetGroupVersionKind(datav1alpha1.GroupVersion.WithKind("LargeDataList"))
+	w, err := c.Watch(ctx, watchList, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+	if err != nil {
+		return nil, fmt.Errorf("watching LargeData: %w", err)
 	}
-	if err := c.Patch(ctx, mwc, patch); err != nil {
-		return fmt.Errorf("setting the webhook's caBundle: %w", err)
-	}
-	return nil
+	wc := &writeCounter{w: w, done: make(chan struct{})}
+	go func() {
+		defer close(wc.done)
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Bookmark || ev.Type == watch.Error {
+				continue
+			}
+			o, ok := ev.Object.(client.Object)
+			if !ok {
+				continue
+			}
+			wc.mu.Lock()
+			wc.count++
+			if len(wc.examples) < 5 {
+				wc.examples = append(wc.examples, fmt.Sprintf("%s %s/%s", strings.ToLower(string(ev.Type)), o.GetNamespace(), o.GetName()))
+			}
+			wc.mu.Unlock()
+		}
+	}()
+	return wc, nil
+}
+
+// stop ends the watch and returns the writes it saw and a few of them.
+func (wc *writeCounter) stop() (int, []string) {
+	wc.w.Stop()
+	<-wc.done
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	return wc.count, wc.examples
 }
 
 func kubectl(root string) string { return filepath.Join(root, "bin", "k8s", "kubectl") }
 
 func step(msg string) { fmt.Printf("\n==> %s\n", msg) }
 
-func metricsURLs(r *podrunner.Runner) string {
+func metricsURLs(env *localenv.Env) string {
 	var b strings.Builder
 	for i := range 8 {
-		pod := fmt.Sprintf("%s/%s-%d", operatorNS, statefulSet, i)
-		if ports, ok := r.Ports(pod); ok {
-			fmt.Fprintf(&b, "  %s-%d  http://127.0.0.1:%d/metrics\n", statefulSet, i, ports.Metrics)
+		member := fmt.Sprintf("%s-%d", statefulSet, i)
+		if url, ok := env.MetricsURLs([]string{member})[member]; ok {
+			fmt.Fprintf(&b, "  %s  %s\n", member, url)
 		}
 	}
 	return b.String()
@@ -281,7 +266,7 @@ func waitRing(ctx context.Context, c client.Client, n int) (*shardingv1alpha1.Sh
 	for time.Now().Before(deadline) {
 		sr := ringStatus(ctx, c)
 		bar.set(int(sr.Status.ReadyMembers))
-		if ringSettled(sr, n) {
+		if localenv.Settled(sr, n) {
 			return sr, nil
 		}
 		select {
@@ -291,25 +276,6 @@ func waitRing(ctx context.Context, c client.Client, n int) (*shardingv1alpha1.Sh
 		}
 	}
 	return nil, fmt.Errorf("the ring did not become Ready with %d members within 3 minutes", n)
-}
-
-// ringSettled reports whether the ring is Ready with n members that each own
-// their share of the slots.
-func ringSettled(sr *shardingv1alpha1.ShardRing, n int) bool {
-	if int(sr.Status.MemberCount) != n || sr.Status.MovingSlots != 0 {
-		return false
-	}
-	for _, m := range sr.Status.Members {
-		if int(m.SlotCount) < int(sr.Spec.Slots)/n {
-			return false
-		}
-	}
-	for _, cond := range sr.Status.Conditions {
-		if cond.Type == shardingv1alpha1.ConditionReady {
-			return cond.Status == metav1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func createObjects(ctx context.Context, c client.Client, objects, namespaces int) error {
@@ -380,20 +346,6 @@ func waitReconciled(ctx context.Context, c client.Client, objects int) error {
 		}
 	}
 	return errors.New("not every object was reconciled within 10 minutes")
-}
-
-// slotLabels returns every LargeData's slot label, by namespace/name.
-func slotLabels(ctx context.Context, c client.Client) (map[string]string, error) {
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(datav1alpha1.GroupVersion.WithKind("LargeDataList"))
-	if err := c.List(ctx, list); err != nil {
-		return nil, err
-	}
-	out := make(map[string]string, len(list.Items))
-	for _, o := range list.Items {
-		out[o.Namespace+"/"+o.Name] = o.Labels[shardingv1alpha1.LabelSlot]
-	}
-	return out, nil
 }
 
 // showShares prints, per member, its slots and the objects in them.

@@ -1,8 +1,10 @@
-// Package localenv gives the load test a cluster when it has no kubeconfig:
-// a local control plane (test/localcluster), deploy/local applied, and the
-// operator's StatefulSet pods run as local processes (test/podrunner), the
-// way hack/demo does, so that scaling the StatefulSet adds and removes real
-// members.
+// Package localenv runs the operator as deployed, on this machine: a local
+// control plane (test/localcluster), deploy/local applied, the webhook on a
+// loopback port with a certificate made here, optionally a throwaway
+// PostgreSQL server for the store, and the operator's StatefulSet pods run
+// as local processes (test/podrunner), so that scaling the StatefulSet adds
+// and removes real members. The demo, the load test and the monitoring test
+// start their clusters through it.
 package localenv
 
 import (
@@ -23,6 +25,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -37,7 +40,6 @@ import (
 	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/internal/testpg"
 	"github.com/kubeshard/kubeshard/internal/webhookcert"
-	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"
 	"github.com/kubeshard/kubeshard/test/localcluster"
 	"github.com/kubeshard/kubeshard/test/podrunner"
 )
@@ -260,7 +262,7 @@ func WaitSettled(ctx context.Context, c client.Client, ring types.NamespacedName
 		if err := c.Get(ctx, ring, sr); err != nil {
 			return false, nil
 		}
-		return sampler.Settled(sr, n), nil
+		return Settled(sr, n), nil
 	})
 	if err != nil {
 		return fmt.Errorf("waiting for the ring to settle with %d members: %w", n, err)
@@ -301,6 +303,11 @@ func (e *Env) WriteMetricsURLs(path string, max int) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o644)
+}
+
+// Kubectl runs bin/k8s/kubectl against the cluster and returns its output.
+func (e *Env) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	return e.cluster.Kubectl(ctx, args...)
 }
 
 // LogDir is where the members' logs are.
@@ -360,4 +367,23 @@ func FetchURL(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("not an http URL: %q", url)
 	}
 	return fetch(ctx, url)
+}
+
+// Settled reports whether the ring is Ready with n members that each own
+// their share of the slots and no slot moving: a rebalance is over.
+func Settled(sr *shardingv1alpha1.ShardRing, n int) bool {
+	if int(sr.Status.MemberCount) != n || int(sr.Status.ReadyMembers) != n || sr.Status.MovingSlots != 0 {
+		return false
+	}
+	for _, m := range sr.Status.Members {
+		if m.State == shardingv1alpha1.MemberReady && int(m.SlotCount) < int(sr.Spec.Slots)/n {
+			return false
+		}
+	}
+	for _, c := range sr.Status.Conditions {
+		if c.Type == shardingv1alpha1.ConditionReady {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -17,7 +17,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -291,25 +290,6 @@ func value(m *dto.Metric) float64 {
 		return m.Untyped.GetValue()
 	}
 	return 0
-}
-
-// Settled reports whether the ring is Ready with n members that each own
-// their share of the slots and no slot moving: a rebalance is over.
-func Settled(sr *shardingv1alpha1.ShardRing, n int) bool {
-	if int(sr.Status.MemberCount) != n || int(sr.Status.ReadyMembers) != n || sr.Status.MovingSlots != 0 {
-		return false
-	}
-	for _, m := range sr.Status.Members {
-		if m.State == shardingv1alpha1.MemberReady && int(m.SlotCount) < int(sr.Spec.Slots)/n {
-			return false
-		}
-	}
-	for _, c := range sr.Status.Conditions {
-		if c.Type == shardingv1alpha1.ConditionReady {
-			return c.Status == metav1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // loadAverage reads the one-minute load average; 0 where /proc/loadavg

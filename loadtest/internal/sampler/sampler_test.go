@@ -145,29 +145,3 @@ apiserver_request_total{verb="POST",resource="largedata",code="201"} 7
 		t.Errorf("request rates %v, LargeData %v over %v s; want 30 PATCH, 20 of them LargeData, no POST", last.APIRequests, last.LargeDataRequests, elapsed)
 	}
 }
-
-func TestSettled(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(*shardingv1alpha1.ShardRing)
-		n      int
-		want   bool
-	}{
-		{"ready with its share each", func(*shardingv1alpha1.ShardRing) {}, 2, true},
-		{"waiting for a third member", func(*shardingv1alpha1.ShardRing) {}, 3, false},
-		{"slots moving", func(sr *shardingv1alpha1.ShardRing) { sr.Status.MovingSlots = 2 }, 2, false},
-		{"a member joining", func(sr *shardingv1alpha1.ShardRing) { sr.Status.ReadyMembers = 1 }, 2, false},
-		{"a member short of its share", func(sr *shardingv1alpha1.ShardRing) {
-			sr.Status.Members[0].SlotCount, sr.Status.Members[1].SlotCount = 3, 5
-		}, 2, false},
-		{"condition Ready False", func(sr *shardingv1alpha1.ShardRing) { sr.Status.Conditions[0].Status = metav1.ConditionFalse }, 2, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			sr := ring()
-			tc.change(sr)
-			if got := Settled(sr, tc.n); got != tc.want {
-				t.Errorf("Settled(%d members) = %v, want %v", tc.n, got, tc.want)
-			}
-		})
-	}
-}
