@@ -16,6 +16,8 @@ GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 IMG ?= kubeshard/largedata-operator:dev
+# The library's packages whose RBAC markers every ring needs.
+RING_PKGS := ./pkg/coordinator;./pkg/serving;./pkg/labeler;./pkg/sharding;./pkg/shardcache;./pkg/slotwebhook
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 
 ##@ General
@@ -31,10 +33,13 @@ help: ## Show the targets.
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code, CRDs, RBAC and webhook configuration.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
-	$(CONTROLLER_GEN) crd rbac:roleName=kubeshard-operator webhook paths=./... \
+	$(CONTROLLER_GEN) crd webhook paths=./... \
 		output:crd:artifacts:config=deploy/base/crd \
-		output:rbac:artifacts:config=deploy/base/rbac \
 		output:webhook:artifacts:config=deploy/base/webhook
+	# RBAC in two parts: what every kubeshard ring needs (a Role in the
+	# ring's namespace), and what the example operator needs.
+	$(CONTROLLER_GEN) rbac:roleName=kubeshard-ring paths="$(RING_PKGS)" output:rbac:artifacts:config=deploy/base/rbac/ring
+	$(CONTROLLER_GEN) rbac:roleName=largedata-operator paths="./cmd/...;./pkg/largedata/..." output:rbac:artifacts:config=deploy/base/rbac/operator
 
 .PHONY: verify
 verify: lint ## Fail if generated files are stale, code is not gofmt'ed, go vet or the linters complain, or go.mod is untidy.
@@ -55,11 +60,12 @@ loadtest: k8s-bins ## Run a load test on a local cluster (LOADTEST_FLAGS, see lo
 
 # Packages whose tests need no control plane: fake clients, fake clocks.
 UNIT_PKGS := ./api/... ./cmd/... ./internal/... ./pkg/... ./loadtest/...
-# Packages whose tests start a control plane, operator processes, PostgreSQL or Prometheus.
-SYSTEM_PKGS := ./test/... ./loadtest/
+# Packages whose tests start a control plane, operator processes, PostgreSQL or Prometheus
+# (pkg/sharding's guide test runs here; -short skips it in UNIT_PKGS).
+SYSTEM_PKGS := ./test/... ./loadtest/ ./pkg/sharding/
 
 .PHONY: unit
-unit: ## Run the unit tests with the race detector: no control plane, about two minutes.
+unit: ## Run the unit tests with the race detector: no control plane, about three minutes.
 	go test -race -short $(GO_TEST_FLAGS) $(UNIT_PKGS)
 
 .PHONY: test

@@ -16,10 +16,13 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/membership"
 )
 
-// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch
-// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Everything the coordinator touches is in the ring's namespace ("system"
+// until kustomize names it): the ShardRing, the member Leases, the events on
+// the ShardRing.
+// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch,namespace=system
+// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings/status,verbs=get;update;patch,namespace=system
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch,namespace=system
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch,namespace=system
 
 // Add registers the coordinator of one ring with the manager. The
 // coordinator runs only on the member that holds the manager's leader

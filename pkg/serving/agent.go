@@ -17,8 +17,10 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/membership"
 )
 
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
-// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch
+// A member writes its own Lease and reads its ring, both in the ring's
+// namespace; it needs no Lease anywhere else.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update,namespace=system
+// +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch,namespace=system
 
 // Agent is the member's side of the ring. Start runs the member's Lease and,
 // on shutdown, leaves gracefully; Reconcile follows the ShardRing status and

@@ -215,6 +215,9 @@ func ReadRing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, key
 	return sr, nil
 }
 
+// client-go's leader election records its events through the core Events API.
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=system
+
 // ElectCoordinator turns on the manager's leader election, which picks the
 // ring's coordinator, and ties it to the ring: the election Lease
 // "<ring>-coordinator" in the ring's namespace, released at once when the

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
@@ -66,6 +67,12 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 	}
 
 	mgrOpts.NewCache = shardcache.NewCacheFunc(cacheOpts)
+	// The ShardRing is watched in the ring's namespace only, as every read
+	// of the ring is there: the Role a ring needs grants no more.
+	if mgrOpts.Cache.ByObject == nil {
+		mgrOpts.Cache.ByObject = map[client.Object]cache.ByObject{}
+	}
+	mgrOpts.Cache.ByObject[&shardingv1alpha1.ShardRing{}] = cache.ByObject{Namespaces: map[string]cache.Config{sr.Namespace: {}}}
 	if !opts.DisableCoordinator {
 		ElectCoordinator(mgrOpts, cfg, sr)
 	}

@@ -83,8 +83,9 @@ func (r *warningRecorder) take() []string {
 
 // TestOperatorPermissions applies the base's RBAC for real and asks the API
 // server (SubjectAccessReview) whether the operator's ServiceAccount may do
-// what the operator does: the generated ClusterRole bound where the pods run,
-// plus what the RBAC markers do not cover (leader election's core Events).
+// what the operator does, and nothing more: the ring's Role grants Leases,
+// the ShardRing and events in the operator's namespace only; the operator's
+// ClusterRole grants its kinds and their children in every namespace.
 func TestOperatorPermissions(t *testing.T) {
 	ctx := t.Context()
 	m := build(t, "deploy/base")
@@ -117,6 +118,11 @@ func TestOperatorPermissions(t *testing.T) {
 		{"LargeData status", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "data.kubeshard.dev", Resource: "largedata", Subresource: "status", Verb: "patch"}, true},
 		{"summary ConfigMaps", authorizationv1.ResourceAttributes{Namespace: "team-a", Resource: "configmaps", Verb: "create"}, true},
 		{"nothing it does not need: Secrets", authorizationv1.ResourceAttributes{Namespace: ns, Resource: "secrets", Verb: "get"}, false},
+		{"no Lease outside its namespace: kube-system's leader election", authorizationv1.ResourceAttributes{Namespace: "kube-system", Group: "coordination.k8s.io", Resource: "leases", Verb: "update"}, false},
+		{"no Lease outside its namespace: creating one elsewhere", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "coordination.k8s.io", Resource: "leases", Verb: "create"}, false},
+		{"no Lease outside its namespace: watching every node's", authorizationv1.ResourceAttributes{Group: "coordination.k8s.io", Resource: "leases", Verb: "watch"}, false},
+		{"no other namespace's ring", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "sharding.kubeshard.dev", Resource: "shardrings", Subresource: "status", Verb: "update"}, false},
+		{"nothing it does not need: deleting LargeData", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "data.kubeshard.dev", Resource: "largedata", Verb: "delete"}, false},
 		{"nothing it does not need: changing its own ring's spec", authorizationv1.ResourceAttributes{Namespace: ns, Group: "sharding.kubeshard.dev", Resource: "shardrings", Verb: "update"}, false},
 	}
 	allowed := func(attr authorizationv1.ResourceAttributes) bool {

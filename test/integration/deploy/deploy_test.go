@@ -181,10 +181,12 @@ func TestGeneratedManifestsReachTheBuild(t *testing.T) {
 		t.Error("no CRDs in deploy/base/crd")
 	}
 
-	for _, want := range readDocuments(t, "deploy/base/rbac/role.yaml") {
-		got := m.find(want.GetKind(), want.GetName())
-		if got == nil || !reflect.DeepEqual(got.Object["rules"], want.Object["rules"]) {
-			t.Errorf("%s %s is missing from the build or its rules changed", want.GetKind(), want.GetName())
+	for _, file := range []string{"deploy/base/rbac/ring/role.yaml", "deploy/base/rbac/operator/role.yaml"} {
+		for _, want := range readDocuments(t, file) {
+			got := m.find(want.GetKind(), want.GetName())
+			if got == nil || !reflect.DeepEqual(got.Object["rules"], want.Object["rules"]) {
+				t.Errorf("%s %s (%s) is missing from the build or its rules changed", want.GetKind(), want.GetName(), file)
+			}
 		}
 	}
 

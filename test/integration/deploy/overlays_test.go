@@ -297,8 +297,9 @@ func checkDisruptionBudget(t *testing.T, m manifest) {
 }
 
 // checkServiceAccount checks that the pods run as a ServiceAccount of the
-// build that the generated ClusterRole is bound to. What it may do, in
-// effect, is TestOperatorPermissions's business.
+// build that both generated roles are bound to: the ring's Role in the
+// pods' namespace and the operator's ClusterRole. What it may do, in effect,
+// is TestOperatorPermissions's business.
 func checkServiceAccount(t *testing.T, m manifest) {
 	sts, _ := operator(t, m)
 	name := sts.Spec.Template.Spec.ServiceAccountName
@@ -307,13 +308,24 @@ func checkServiceAccount(t *testing.T, m manifest) {
 		t.Fatalf("serviceAccountName %q names no ServiceAccount of the build in %s", name, sts.Namespace)
 	}
 	want := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: sts.Namespace}
-	for _, u := range m.all("ClusterRoleBinding") {
-		crb := typed[rbacv1.ClusterRoleBinding](t, u)
-		if crb.RoleRef.Kind == "ClusterRole" && crb.RoleRef.Name == "kubeshard-operator" && slices.Contains(crb.Subjects, want) {
-			return
+	bound := func(kind, bindingKind, role string) bool {
+		for _, u := range m.all(bindingKind) {
+			if bindingKind == "RoleBinding" && u.GetNamespace() != sts.Namespace {
+				continue
+			}
+			b := typed[rbacv1.RoleBinding](t, u)
+			if b.RoleRef.Kind == kind && b.RoleRef.Name == role && slices.Contains(b.Subjects, want) {
+				return true
+			}
 		}
+		return false
 	}
-	t.Errorf("no ClusterRoleBinding binds ClusterRole kubeshard-operator to %s/%s", want.Namespace, want.Name)
+	if !bound("Role", "RoleBinding", "kubeshard-ring") {
+		t.Errorf("no RoleBinding in %s binds Role kubeshard-ring to %s/%s", sts.Namespace, want.Namespace, want.Name)
+	}
+	if !bound("ClusterRole", "ClusterRoleBinding", "largedata-operator") {
+		t.Errorf("no ClusterRoleBinding binds ClusterRole largedata-operator to %s/%s", want.Namespace, want.Name)
+	}
 }
 
 // checkPortsMatchArgs checks, for an overlay with fixed ports, that the
