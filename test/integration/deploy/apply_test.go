@@ -7,10 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
 
 const fieldOwner = "kubeshard-deploy-test"
@@ -157,4 +169,87 @@ func TestOperatorPermissions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestAMemberRunsOnTheBuildsPermissions runs a member of the build's ring as
+// the operator's ServiceAccount (impersonated) with the build's RBAC applied:
+// the least privilege TestOperatorPermissions checks must also be enough.
+// The member joins, coordinates, and its labeler labels a LargeData; a
+// forbidden request on the way would keep the ring from settling.
+func TestAMemberRunsOnTheBuildsPermissions(t *testing.T) {
+	ctx := t.Context()
+	m := build(t, "deploy/base")
+	sts, _ := operator(t, m)
+	for _, u := range m.objs {
+		switch u.GetKind() {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ShardRing":
+			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.ForceOwnership, client.FieldOwner(fieldOwner)); err != nil {
+				t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
+	ns, sa := sts.Namespace, sts.Spec.Template.Spec.ServiceAccountName
+	ringName, _ := flagValue(sts.Spec.Template.Spec.Containers[0].Args, "ring")
+
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + ns + ":" + sa,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}
+	opts := ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	}
+	// The RBAC just applied reaches the authorizer within a moment.
+	var ring *sharding.Ring
+	testenv.Eventually(t, 10*time.Second, "Setup reads the ring as the ServiceAccount", func() (bool, string) {
+		o := opts
+		var err error
+		ring, err = sharding.Setup(ctx, cfg, &o, sharding.Options{Ring: ringName, Namespace: ns, Member: sts.Name + "-0", Registerer: prometheus.NewRegistry()})
+		if err == nil {
+			opts = o
+		}
+		return err == nil, fmt.Sprint(err)
+	})
+	mgr, err := ctrl.NewManager(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ring.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the member stopped with %v", err)
+		}
+	})
+
+	key := client.ObjectKey{Namespace: ns, Name: ringName}
+	testenv.Eventually(t, 60*time.Second, "the member serves every slot of the ring", func() (bool, string) {
+		sr := &shardingv1alpha1.ShardRing{}
+		if err := env.Client.Get(ctx, key, sr); err != nil {
+			return false, err.Error()
+		}
+		return sr.Status.ReadyMembers == 1 && sr.Status.UnownedSlots == 0 && sr.Status.MovingSlots == 0,
+			fmt.Sprintf("%d ready members, %d unowned slots", sr.Status.ReadyMembers, sr.Status.UnownedSlots)
+	})
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-rbac"}}); err != nil {
+		t.Fatal(err)
+	}
+	ld := &datav1alpha1.LargeData{ObjectMeta: metav1.ObjectMeta{Namespace: "team-rbac", Name: "dataset"}, Spec: datav1alpha1.LargeDataSpec{Items: 1}}
+	if err := env.Client.Create(ctx, ld); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the labeler, as the ServiceAccount, labels a new LargeData", func() (bool, string) {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ld), ld); err != nil {
+			return false, err.Error()
+		}
+		return ld.Labels[shardingv1alpha1.LabelSlot] != "", fmt.Sprintf("labels %v", ld.Labels)
+	})
 }
