@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -130,30 +132,35 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 // members returns the Tracker's view of the ring's members, checked against
 // the API server itself wherever it would take slots away. The Tracker learns
 // of the Leases through a watch, and a watch can fall behind or stall without
-// an error; calling a member gone on what only the watch saw could let two
-// members serve its slots. So a member the Tracker finds expired or released,
-// and one the status names that the Tracker has not seen at all, is read from
-// the API server: an expiry or a release stands only if the member wrote
-// nothing since the version the Tracker holds (for an expiry: it has then been
-// silent for a lease duration by this member's own clock), and a member
-// unknown to the Tracker is gone only if its Lease is. One read per such
-// member and Lease version.
+// an error: a member it shows silent or released may have renewed, or come
+// back under its name, since. So every member that is not live by the
+// Tracker, or unknown to it, and that still owns slots or takes part in a
+// move, is read from the API server before this step plans: a read that
+// returns the version the Tracker holds leaves the judgement as it is (for an
+// expiry: the member has written nothing for a lease duration by this
+// member's own clock), a newer version counts as a change seen now. Members
+// with nothing to take cost no read.
 func (r *Reconciler) members(ctx context.Context, sr *shardingv1alpha1.ShardRing) ([]membership.MemberInfo, error) {
 	members := r.Tracker.Members()
-	known := make(map[string]bool, len(members))
-	var check []string
+	live := make(map[string]bool, len(members))
 	for _, m := range members {
-		known[m.LeaseName] = true
-		if !m.Live && !m.Confirmed {
-			check = append(check, m.LeaseName)
-		}
+		live[m.LeaseName] = m.Live
 	}
+	holding := map[string]bool{}
 	for _, m := range sr.Status.Members {
-		if name := membership.LeaseName(sr.Name, m.Name); !known[name] {
-			check = append(check, name)
+		if m.SlotCount > 0 {
+			holding[membership.LeaseName(sr.Name, m.Name)] = true
 		}
 	}
-	for _, name := range check {
+	for _, mv := range sr.Status.Moves {
+		holding[membership.LeaseName(sr.Name, mv.From)] = true
+		holding[membership.LeaseName(sr.Name, mv.To)] = true
+	}
+	read := false
+	for _, name := range slices.Sorted(maps.Keys(holding)) {
+		if live[name] {
+			continue
+		}
 		lease := &coordinationv1.Lease{}
 		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: sr.Namespace, Name: name}, lease)
 		switch {
@@ -161,13 +168,12 @@ func (r *Reconciler) members(ctx context.Context, sr *shardingv1alpha1.ShardRing
 			r.Tracker.Forget(name)
 		case err != nil:
 			return nil, fmt.Errorf("reading Lease %s to confirm what the watch shows: %w", name, err)
-		case known[name]:
-			r.Tracker.Confirm(lease)
 		default:
 			r.Tracker.Observe(lease)
 		}
+		read = true
 	}
-	if len(check) > 0 {
+	if read {
 		members = r.Tracker.Members()
 	}
 	return members, nil

@@ -102,11 +102,6 @@ type MemberInfo struct {
 	// ObservedAt is when, by the Tracker's clock, it first saw the Lease as it
 	// is now.
 	ObservedAt time.Time
-
-	// Confirmed means a read from the API server itself (Confirm) returned the
-	// Lease as the Tracker saw it at ObservedAt: the member has written nothing
-	// since, whatever a watch may have failed to deliver.
-	Confirmed bool
 }
 
 // Tracker judges which members of a ring are live from the Lease events its
@@ -145,30 +140,17 @@ func NewTracker(opts TrackerOptions) *Tracker {
 // just started therefore waits a full lease duration before it calls a silent
 // member dead: it cannot know how long the member has been silent, and calling a
 // member dead too early is what could let two members serve one slot.
+//
+// The coordinator also observes what it reads from the API server itself
+// before it takes a member's slots: a watch can stall without an error, and
+// the read shows whether the member wrote since the version the Tracker
+// holds.
 func (t *Tracker) Observe(lease *coordinationv1.Lease) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.observe(lease, false)
-}
-
-// Confirm records a Lease read from the API server itself (a quorum read,
-// not a cache), for a member that Members reports Expired or Released. A
-// watch can lag or stall without an error, so a silence or a release seen
-// through it proves nothing alone; the read does: if it returns the version
-// the Tracker saw at ObservedAt, the member has written nothing since then,
-// and the expiry or release stands (the member is Confirmed until its Lease
-// changes). If the member wrote meanwhile, the read counts as a change seen
-// now, and the member is judged from it.
-func (t *Tracker) Confirm(lease *coordinationv1.Lease) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.observe(lease, true)
-}
-
-func (t *Tracker) observe(lease *coordinationv1.Lease, confirm bool) {
 	if lease == nil {
 		return
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.opts.Ring == "" || lease.Labels[shardingv1alpha1.LabelRing] != t.opts.Ring {
 		// Also drops a Lease whose label was changed away from this ring.
 		delete(t.leases, lease.Name)
@@ -180,13 +162,11 @@ func (t *Tracker) observe(lease *coordinationv1.Lease, confirm bool) {
 		o.renewTime = lease.Spec.RenewTime.Time
 	}
 	observedAt := t.opts.Clock.Now()
-	confirmed := false
 	// Either difference counts: counting a change that was not a renewal only
 	// delays an expiry, while missing a renewal could expire a live member.
 	if old, ok := t.leases[lease.Name]; ok &&
 		old.resourceVersion == o.resourceVersion && old.renewTime.Equal(o.renewTime) {
 		observedAt = old.info.ObservedAt
-		confirmed = old.info.Confirmed || confirm
 	}
 
 	holder := ""
@@ -210,7 +190,6 @@ func (t *Tracker) observe(lease *coordinationv1.Lease, confirm bool) {
 		Released:      holder == "",
 		LeaseDuration: leaseDuration,
 		ObservedAt:    observedAt,
-		Confirmed:     confirmed,
 	}
 	if text, ok := lease.Annotations[shardingv1alpha1.AnnotationServing]; !ok {
 		info.ServingUnknown = true
