@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,24 +64,17 @@ func TestJournalFlushesWithoutClose(t *testing.T) {
 	if entries, _ := Read(path); len(entries) != 0 {
 		t.Fatalf("an entry reached the file before the flush interval: %v", entries)
 	}
-	for !clock.HasWaiters() {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "the journal waits for its flush interval", func() (bool, string) {
+		return clock.HasWaiters(), "no timer on the clock"
+	})
 	clock.Step(100 * time.Millisecond)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.Eventually(t, 5*time.Second, "the entry reaches the file after a flush interval", func() (bool, string) {
 		entries, err := Read(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(entries) == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the entry did not reach the file within a flush interval")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return len(entries) == 1, fmt.Sprintf("%d entries in the file", len(entries))
+	})
 }
 
 // A process killed in the middle of a write leaves a partial line; the next

@@ -134,7 +134,7 @@ func newSim(t *testing.T, seed uint64) *sim {
 	sr := &shardingv1alpha1.ShardRing{
 		ObjectMeta: metav1.ObjectMeta{Namespace: simNS, Name: simRingName, Generation: 1},
 		Spec: shardingv1alpha1.ShardRingSpec{Slots: simSlots, LoadFactor: "1.25", LeaseDurationSeconds: 15,
-			Resources: []shardingv1alpha1.ShardedResource{{GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"}}}},
+			Resources: []shardingv1alpha1.ShardedResource{{GroupResource: shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "widgets"}}}},
 	}
 	api := fake.NewClientBuilder().WithScheme(simScheme()).WithStatusSubresource(&shardingv1alpha1.ShardRing{}).WithObjects(sr).Build()
 	s := &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), clock: clk, api: api, procs: map[string]*process{}, maxProcs: 6}

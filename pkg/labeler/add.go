@@ -35,7 +35,7 @@ import (
 
 // The labeler reads the ring. It also needs get, list, watch and patch on the
 // ring's kinds, which only the operator knows: its RBAC markers grant them
-// (cmd/largedata-operator/webhook.go has the example operator's).
+// (for example, cmd/largedata-operator/webhook.go has the example operator's).
 // +kubebuilder:rbac:groups=sharding.kubeshard.dev,resources=shardrings,verbs=get;list;watch,namespace=system
 
 // Options configure a Labeler.

@@ -20,20 +20,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
-	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
 
 const (
 	slots    = 1024
-	ringName = "largedata"
+	ringName = "widgets"
 )
 
 var (
-	largeDataGVK = datav1alpha1.GroupVersion.WithKind("LargeData")
+	widgetGVK    = testkind.GroupVersion.WithKind("Widget")
 	configMapGVK = corev1.SchemeGroupVersion.WithKind("ConfigMap")
 	deployGVK    = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
 )
@@ -41,13 +41,13 @@ var (
 func testKinds(t *testing.T) *slotlabel.Kinds {
 	t.Helper()
 	m := meta.NewDefaultRESTMapper(nil)
-	gvr := datav1alpha1.GroupVersion.WithResource("largedata")
-	m.AddSpecific(largeDataGVK, gvr, gvr, meta.RESTScopeNamespace)
+	gvr := testkind.GroupVersion.WithResource("widgets")
+	m.AddSpecific(widgetGVK, gvr, gvr, meta.RESTScopeNamespace)
 	m.Add(configMapGVK, meta.RESTScopeNamespace)
 	k, err := slotlabel.NewKinds(shardingv1alpha1.ShardRingSpec{
 		Slots: slots,
 		Resources: []shardingv1alpha1.ShardedResource{{
-			GroupResource: shardingv1alpha1.GroupResource{Group: datav1alpha1.GroupVersion.Group, Resource: "largedata"},
+			GroupResource: shardingv1alpha1.GroupResource{Group: testkind.GroupVersion.Group, Resource: "widgets"},
 			Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}},
 		}},
 	}, m)
@@ -67,10 +67,10 @@ func testMetrics(t *testing.T) (*metrics, *prometheus.Registry) {
 	return m, reg
 }
 
-func largeData(name string, labels map[string]string) *datav1alpha1.LargeData {
-	return &datav1alpha1.LargeData{
+func widget(name string, labels map[string]string) *testkind.Widget {
+	return &testkind.Widget{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: labels, UID: types.UID("uid-" + name)},
-		Spec:       datav1alpha1.LargeDataSpec{Items: 1},
+		Spec:       testkind.WidgetSpec{Size: 1},
 	}
 }
 
@@ -103,15 +103,15 @@ func TestReconcile(t *testing.T) {
 		want       string // "" for no label
 		wantReason string // "" for no write
 	}{
-		{name: "sharded object without label", obj: largeData("a", nil), gvk: largeDataGVK,
+		{name: "sharded object without label", obj: widget("a", nil), gvk: widgetGVK,
 			want: slotOf("a"), wantReason: reasonMissing},
-		{name: "child of a sharded object", obj: configMap("a-summary", &largeDataGVK, "a"), gvk: configMapGVK,
+		{name: "child of a sharded object", obj: configMap("a-summary", &widgetGVK, "a"), gvk: configMapGVK,
 			want: slotOf("a"), wantReason: reasonMissing},
 		{name: "child of a kind that is not sharded", obj: configMap("app-config", &deployGVK, "app"), gvk: configMapGVK},
 		{name: "child kind without controller", obj: configMap("plain", nil, ""), gvk: configMapGVK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(tc.obj).Build()
+			c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(tc.obj).Build()
 			m, reg := testMetrics(t)
 			r := &Reconciler{Reader: c, Client: c, Kinds: testKinds(t), Ring: ringName, metrics: m}
 			req := Request{GVK: tc.gvk, NamespacedName: client.ObjectKeyFromObject(tc.obj)}
@@ -138,19 +138,19 @@ func TestReconcile(t *testing.T) {
 func TestReconcileGoneObject(t *testing.T) {
 	// The cache no longer has the object: it was labelled (and so left the
 	// cache's selector) or deleted. Nothing to do, and no error to retry.
-	c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).Build()
+	c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).Build()
 	m, _ := testMetrics(t)
 	r := &Reconciler{Reader: c, Client: c, Kinds: testKinds(t), Ring: ringName, metrics: m}
-	req := Request{GVK: largeDataGVK, NamespacedName: types.NamespacedName{Namespace: "ns", Name: "gone"}}
+	req := Request{GVK: widgetGVK, NamespacedName: types.NamespacedName{Namespace: "ns", Name: "gone"}}
 	if _, err := r.Reconcile(t.Context(), req); err != nil {
 		t.Errorf("Reconcile of an object not in the cache: %v, want nil", err)
 	}
 
 	// Deleted between the cache read and the patch: same.
-	obj := largeData("racing", nil)
-	c = fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(obj).WithInterceptorFuncs(interceptor.Funcs{
+	obj := widget("racing", nil)
+	c = fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(obj).WithInterceptorFuncs(interceptor.Funcs{
 		Patch: func(context.Context, client.WithWatch, client.Object, client.Patch, ...client.PatchOption) error {
-			return apierrors.NewNotFound(schema.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"}, "racing")
+			return apierrors.NewNotFound(schema.GroupResource{Group: "example.kubeshard.dev", Resource: "widgets"}, "racing")
 		},
 	}).Build()
 	r.Reader, r.Client = c, c
@@ -163,14 +163,14 @@ func TestReconcileGoneObject(t *testing.T) {
 func TestLabelIsConditionalOnTheJudgedVersion(t *testing.T) {
 	// The sweep judged a listed copy; the object has changed since (the watch
 	// labelled it, or another owner took it). The patch must not apply.
-	c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(largeData("a", nil)).Build()
+	c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(widget("a", nil)).Build()
 	m, reg := testMetrics(t)
 	r := &Reconciler{Client: c, Kinds: testKinds(t), Ring: ringName, metrics: m}
-	stale := partial(largeDataGVK)
+	stale := partial(widgetGVK)
 	if err := c.Get(t.Context(), types.NamespacedName{Namespace: "ns", Name: "a"}, stale); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Patch(t.Context(), largeData("a", nil), client.RawPatch(types.MergePatchType,
+	if err := c.Patch(t.Context(), widget("a", nil), client.RawPatch(types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"team":"b"}}}`))); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestLabelIsConditionalOnTheJudgedVersion(t *testing.T) {
 	if labelled || err != nil {
 		t.Errorf("label of a stale copy = (%v, %v), want (false, nil)", labelled, err)
 	}
-	if got, ok := labelOf(t, c, largeDataGVK, "a"); ok {
+	if got, ok := labelOf(t, c, widgetGVK, "a"); ok {
 		t.Errorf("slot label %q written onto a version nobody judged", got)
 	}
 	if got := labelsTotal(t, reg, reasonMissing); got != 0 {
@@ -229,21 +229,21 @@ func (p *pagingLister) list(ctx context.Context, c client.WithWatch, list client
 
 func TestSweep(t *testing.T) {
 	objs := []client.Object{
-		largeData("missing-1", nil),
-		largeData("missing-2", map[string]string{"team": "a"}),
-		largeData("wrong-1", map[string]string{shardingv1alpha1.LabelSlot: "not-a-slot"}),
-		largeData("wrong-2", map[string]string{shardingv1alpha1.LabelSlot: "5000"}),
-		largeData("right", map[string]string{shardingv1alpha1.LabelSlot: slotOf("right")}),
-		largeData("pending", nil), // in the labeler's cache: the watch's
-		configMap("child", &largeDataGVK, "right"),
+		widget("missing-1", nil),
+		widget("missing-2", map[string]string{"team": "a"}),
+		widget("wrong-1", map[string]string{shardingv1alpha1.LabelSlot: "not-a-slot"}),
+		widget("wrong-2", map[string]string{shardingv1alpha1.LabelSlot: "5000"}),
+		widget("right", map[string]string{shardingv1alpha1.LabelSlot: slotOf("right")}),
+		widget("pending", nil), // in the labeler's cache: the watch's
+		configMap("child", &widgetGVK, "right"),
 		configMap("unrelated", &deployGVK, "app"),
 	}
-	// Six LargeData in pages of 2: call 3 asks for the third page, with an
+	// Six Widgets in pages of 2: call 3 asks for the third page, with an
 	// expired token.
 	lister := &pagingLister{expireAt: 3}
-	c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(objs...).
+	c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(objs...).
 		WithInterceptorFuncs(interceptor.Funcs{List: lister.list}).Build()
-	pending := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(largeData("pending", nil)).Build()
+	pending := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(widget("pending", nil)).Build()
 	m, reg := testMetrics(t)
 	kinds := testKinds(t)
 	s := &Sweeper{
@@ -281,13 +281,13 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("Sweep: %v", err)
 	}
 	check(t, res, 2, 0, 2, []want{
-		{largeDataGVK, "missing-1", ""},
-		{largeDataGVK, "wrong-1", slotOf("wrong-1")},
-		{largeDataGVK, "wrong-2", slotOf("wrong-2")},
-		{largeDataGVK, "right", slotOf("right")},
+		{widgetGVK, "missing-1", ""},
+		{widgetGVK, "wrong-1", slotOf("wrong-1")},
+		{widgetGVK, "wrong-2", slotOf("wrong-2")},
+		{widgetGVK, "right", slotOf("right")},
 		{configMapGVK, "child", ""},
 	})
-	// LargeData: pages 1 and 2, page 3 expired, then 3 pages from the
+	// Widgets: pages 1 and 2, page 3 expired, then 3 pages from the
 	// start; ConfigMaps: 1 page. Every request is bounded by the page size.
 	if want := []string{
 		`limit=2 continue=""`, `limit=2 continue="2"`, `limit=2 continue="4"`,
@@ -298,7 +298,7 @@ func TestSweep(t *testing.T) {
 	}
 
 	// Meanwhile missing-2 changes: whoever changed it may label it.
-	if err := c.Patch(t.Context(), largeData("missing-2", nil), client.RawPatch(types.MergePatchType,
+	if err := c.Patch(t.Context(), widget("missing-2", nil), client.RawPatch(types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"team":"b"}}}`))); err != nil {
 		t.Fatal(err)
 	}
@@ -310,9 +310,9 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("Sweep: %v", err)
 	}
 	check(t, res, 2, 2, 2, []want{
-		{largeDataGVK, "missing-1", slotOf("missing-1")},
-		{largeDataGVK, "missing-2", ""},
-		{largeDataGVK, "pending", ""},
+		{widgetGVK, "missing-1", slotOf("missing-1")},
+		{widgetGVK, "missing-2", ""},
+		{widgetGVK, "pending", ""},
 		{configMapGVK, "child", slotOf("right")},
 		{configMapGVK, "unrelated", ""},
 	})
@@ -322,26 +322,26 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("Sweep: %v", err)
 	}
 	check(t, res, 1, 3, 2, []want{
-		{largeDataGVK, "missing-2", slotOf("missing-2")},
-		{largeDataGVK, "pending", ""},
+		{widgetGVK, "missing-2", slotOf("missing-2")},
+		{widgetGVK, "pending", ""},
 	})
 }
 
 func TestSweepWithoutWatchLabelsAtOnce(t *testing.T) {
-	c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(largeData("a", nil)).Build()
+	c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(widget("a", nil)).Build()
 	m, _ := testMetrics(t)
 	kinds := testKinds(t)
 	s := &Sweeper{Reader: c, Kinds: kinds, PageSize: 500, Reconciler: &Reconciler{Client: c, Kinds: kinds, Ring: ringName, metrics: m}}
 	if _, err := s.Sweep(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := labelOf(t, c, largeDataGVK, "a"); got != slotOf("a") {
+	if got, _ := labelOf(t, c, widgetGVK, "a"); got != slotOf("a") {
 		t.Errorf("slot label %q, want %q", got, slotOf("a"))
 	}
 }
 
 func TestSweepGivesUpAfterRepeatedExpiry(t *testing.T) {
-	c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
+	c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
 			return apierrors.NewResourceExpired("too old")
 		},
@@ -358,7 +358,7 @@ func TestSweeperRunsAtStartAndEveryInterval(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var lists atomic.Int32
-	c := fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
+	c := fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, opts ...client.ListOption) error {
 			lists.Add(1)
 			return c.List(ctx, l, opts...)
@@ -403,7 +403,7 @@ func TestSlimMetadata(t *testing.T) {
 			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
 			OwnerReferences: []metav1.OwnerReference{
 				{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "o1"},
-				{APIVersion: "data.kubeshard.dev/v1alpha1", Kind: "LargeData", Name: "ld", UID: "o2", Controller: new(true)},
+				{APIVersion: "example.kubeshard.dev/v1", Kind: "Widget", Name: "w", UID: "o2", Controller: new(true)},
 			},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
 		},
@@ -419,7 +419,7 @@ func TestSlimMetadata(t *testing.T) {
 	if len(got.Annotations) != 0 || len(got.ManagedFields) != 0 || len(got.Labels) != 0 {
 		t.Errorf("kept metadata the labeler never reads: %+v", got.ObjectMeta)
 	}
-	if len(got.OwnerReferences) != 1 || got.OwnerReferences[0].Name != "ld" {
+	if len(got.OwnerReferences) != 1 || got.OwnerReferences[0].Name != "w" {
 		t.Errorf("owner references = %+v, want only the controller", got.OwnerReferences)
 	}
 }

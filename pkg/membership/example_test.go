@@ -22,7 +22,7 @@ import (
 func ExampleMember() {
 	run := func(ctx context.Context, c client.Client, stopServing func()) error {
 		member, err := membership.NewMember(c, membership.Options{
-			Ring:      "largedata",
+			Ring:      "widgets",
 			Namespace: "operators",
 			Name:      os.Getenv("POD_NAME"),
 			OnFenced:  stopServing,
@@ -46,13 +46,13 @@ func ExampleMember() {
 func ExampleTracker() {
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 	clock := clocktesting.NewFakeClock(now)
-	tracker := membership.NewTracker(membership.TrackerOptions{Ring: "largedata", Clock: clock})
+	tracker := membership.NewTracker(membership.TrackerOptions{Ring: "widgets", Clock: clock})
 
 	tracker.Observe(&coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            membership.LeaseName("largedata", "op-0"),
+			Name:            membership.LeaseName("widgets", "op-0"),
 			ResourceVersion: "41",
-			Labels:          map[string]string{shardingv1alpha1.LabelRing: "largedata", membership.LabelMember: "op-0"},
+			Labels:          map[string]string{shardingv1alpha1.LabelRing: "widgets", membership.LabelMember: "op-0"},
 			Annotations:     map[string]string{shardingv1alpha1.AnnotationServing: "0-511"},
 		},
 		Spec: coordinationv1.LeaseSpec{

@@ -24,8 +24,8 @@ import (
 
 const (
 	testNamespace = "operators"
-	testRing      = "largedata"
-	testMember    = "largedata-operator-1"
+	testRing      = "widgets"
+	testMember    = "widgets-operator-1"
 )
 
 // start has no sub-microsecond part, so renewTime survives the MicroTime

@@ -30,7 +30,7 @@ func testKeys(n int) [][2]string {
 		if rng.IntN(5) > 0 {
 			ns = fmt.Sprintf("team-%d", rng.IntN(300))
 		}
-		name := fmt.Sprintf("largedata-%x", rng.Uint64())
+		name := fmt.Sprintf("widget-%x", rng.Uint64())
 		if rng.IntN(10) == 0 {
 			name = strings.Repeat(name, 1+rng.IntN(12))
 		}
@@ -64,7 +64,7 @@ func TestSlotOfAKnownObjectNeverChanges(t *testing.T) {
 		want            int
 	}{
 		{"default", "my-object", 270},
-		{"team-payments", "largedata-0001", 452},
+		{"team-payments", "widget-0001", 786},
 		{"", "cluster-scoped-thing", 851},
 		{"ns", "op-1", 820},
 		{"ns", "op-11", 682},
@@ -106,8 +106,8 @@ var slotSink uint64
 func BenchmarkSlot(b *testing.B) {
 	long := strings.Repeat("x", 100)
 	for _, bc := range []struct{ name, namespace, object string }{
-		{"namespaced", "team-payments", "largedata-0123456789"},
-		{"cluster-scoped", "", "largedata-0123456789"},
+		{"namespaced", "team-payments", "widget-0000123456789"},
+		{"cluster-scoped", "", "widget-0000123456789"},
 		{"long key", "team-payments", long},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -120,7 +120,7 @@ func BenchmarkSlot(b *testing.B) {
 	// The floor: hashing a key that is already one string. Slot's overhead over it
 	// is the price of not allocating that string.
 	b.Run("baseline xxhash of a prebuilt key", func(b *testing.B) {
-		key := "team-payments/largedata-0123456789"
+		key := "team-payments/widget-0000123456789"
 		b.ReportAllocs()
 		for b.Loop() {
 			slotSink += xxhash.Sum64String(key) % DefaultSlots

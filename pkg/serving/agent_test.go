@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 )
 
 // newTestAgent returns the agent of member m-0 of a ring of four slots, m-0
@@ -101,13 +102,9 @@ func TestGuardEndsTheReconcileWhenTheLeaseLapses(t *testing.T) {
 	defer cancel()
 	armed := func() {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !clock.HasWaiters() {
-			if time.Now().After(deadline) {
-				t.Fatal("the guard set no timer")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testenv.Eventually(t, 5*time.Second, "the guard sets a timer", func() (bool, string) {
+			return clock.HasWaiters(), "no timer on the clock"
+		})
 	}
 	armed()
 

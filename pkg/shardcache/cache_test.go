@@ -3,6 +3,7 @@ package shardcache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -16,21 +17,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 )
 
-var largeDataKind = datav1alpha1.GroupVersion.WithKind("LargeData")
+var widgetKind = testkind.GroupVersion.WithKind("Widget")
 
 func TestOptionsDefaultsAndValidation(t *testing.T) {
-	o := Options{ShardedObjects: []client.Object{&datav1alpha1.LargeData{}}}.withDefaults()
+	o := Options{ShardedObjects: []client.Object{&testkind.Widget{}}}.withDefaults()
 	if o.Slots != ring.DefaultSlots || o.CompactAfter != DefaultCompactAfter || o.Clock == nil {
 		t.Errorf("defaults = %d slots, %v, clock %v", o.Slots, o.CompactAfter, o.Clock)
 	}
 	if err := (Options{}).withDefaults().validate(); err == nil {
 		t.Error("Options without ShardedObjects passed validation")
 	}
-	byUID := Options{ShardSelectorObjects: []client.Object{&datav1alpha1.LargeData{}}}
+	byUID := Options{ShardSelectorObjects: []client.Object{&testkind.Widget{}}}
 	if err := byUID.withDefaults().validate(); err != nil {
 		t.Errorf("Options with only ShardSelectorObjects: %v", err)
 	}
@@ -38,16 +40,16 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 
 func TestACacheServingNothingFindsNothing(t *testing.T) {
 	tc := newTestCache(t, Options{})
-	tc.largeData(0, 2)
+	tc.widgets(0, 2)
 	tc.start(t)
 
-	err := tc.Get(t.Context(), types.NamespacedName{Namespace: "a", Name: "ld-0-0"}, &datav1alpha1.LargeData{})
+	err := tc.Get(t.Context(), types.NamespacedName{Namespace: "a", Name: "w-0-0"}, &testkind.Widget{})
 	var status apierrors.APIStatus
 	if !apierrors.IsNotFound(err) || !errors.As(err, &status) ||
-		status.Status().Details.Group != "data.kubeshard.dev" || status.Status().Details.Kind != "largedatas" {
-		t.Errorf("Get = %v, want NotFound of largedatas.data.kubeshard.dev", err)
+		status.Status().Details.Group != "example.kubeshard.dev" || status.Status().Details.Kind != "widgets" {
+		t.Errorf("Get = %v, want NotFound of widgets.example.kubeshard.dev", err)
 	}
-	list := &datav1alpha1.LargeDataList{}
+	list := &testkind.WidgetList{}
 	if err := tc.List(t.Context(), list); err != nil || len(list.Items) != 0 {
 		t.Errorf("List = %d items, %v; want none", len(list.Items), err)
 	}
@@ -59,12 +61,12 @@ func TestACacheServingNothingFindsNothing(t *testing.T) {
 func TestAddSlotsListsOnlyTheGainedSlotsAndListMergesGroups(t *testing.T) {
 	tc := newTestCache(t, Options{})
 	for s := range 8 {
-		tc.largeData(s, 3)
+		tc.widgets(s, 3)
 	}
 	tc.start(t)
 	ctx := t.Context()
-	if err := tc.IndexField(ctx, &datav1alpha1.LargeData{}, "spec.seed", func(o client.Object) []string {
-		return []string{strconv.FormatInt(o.(*datav1alpha1.LargeData).Spec.Seed, 10)}
+	if err := tc.IndexField(ctx, &testkind.Widget{}, "spec.size", func(o client.Object) []string {
+		return []string{strconv.FormatInt(o.(*testkind.Widget).Spec.Size, 10)}
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -87,33 +89,33 @@ func TestAddSlotsListsOnlyTheGainedSlotsAndListMergesGroups(t *testing.T) {
 		t.Errorf("Served = %v", got)
 	}
 
-	list := &datav1alpha1.LargeDataList{}
+	list := &testkind.WidgetList{}
 	if err := tc.List(ctx, list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Items) != 4*6 {
 		t.Errorf("List = %d items, want 24", len(list.Items))
 	}
-	for _, ld := range list.Items {
-		if ld.ManagedFields != nil {
-			t.Errorf("%s kept its managedFields", ld.Name)
+	for _, w := range list.Items {
+		if w.ManagedFields != nil {
+			t.Errorf("%s kept its managedFields", w.Name)
 		}
 	}
 	if err := tc.List(ctx, list, client.InNamespace("b"), client.MatchingLabels{"sharding.kubeshard.dev/slot": "3"}); err != nil || len(list.Items) != 3 {
 		t.Errorf("List in b of slot 3 = %d items, %v; want 3", len(list.Items), err)
 	}
-	if err := tc.List(ctx, list, client.MatchingFields{"spec.seed": "1"}); err != nil || len(list.Items) != 4*2 {
-		t.Errorf("List by the seed index = %d items, %v; want 8 (one per served slot and namespace)", len(list.Items), err)
+	if err := tc.List(ctx, list, client.MatchingFields{"spec.size": "1"}); err != nil || len(list.Items) != 4*2 {
+		t.Errorf("List by the size index = %d items, %v; want 8 (one per served slot and namespace)", len(list.Items), err)
 	}
 	if err := tc.List(ctx, list, client.Limit(5)); err != nil || len(list.Items) != 5 {
 		t.Errorf("List with limit 5 = %d items, %v", len(list.Items), err)
 	}
 
-	got := &datav1alpha1.LargeData{}
-	if err := tc.Get(ctx, types.NamespacedName{Namespace: "a", Name: "ld-3-1"}, got); err != nil || got.Spec.Seed != 1 {
-		t.Errorf("Get of a served object = %v, seed %d", err, got.Spec.Seed)
+	got := &testkind.Widget{}
+	if err := tc.Get(ctx, types.NamespacedName{Namespace: "a", Name: "w-3-1"}, got); err != nil || got.Spec.Size != 1 {
+		t.Errorf("Get of a served object = %v, size %d", err, got.Spec.Size)
 	}
-	if err := tc.Get(ctx, types.NamespacedName{Namespace: "a", Name: "ld-4-1"}, got); !apierrors.IsNotFound(err) {
+	if err := tc.Get(ctx, types.NamespacedName{Namespace: "a", Name: "w-4-1"}, got); !apierrors.IsNotFound(err) {
 		t.Errorf("Get of an object in an unserved slot = %v, want NotFound", err)
 	}
 }
@@ -121,13 +123,13 @@ func TestAddSlotsListsOnlyTheGainedSlotsAndListMergesGroups(t *testing.T) {
 func TestRemoveSlotsHidesTheirObjectsAndEventsAtOnce(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Now())
 	tc := newTestCache(t, Options{Clock: clk})
-	var objs [][]*datav1alpha1.LargeData
+	var objs [][]*testkind.Widget
 	for s := range 4 {
-		objs = append(objs, tc.largeData(s, 2))
+		objs = append(objs, tc.widgets(s, 2))
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &datav1alpha1.LargeData{})
+	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,37 +140,37 @@ func TestRemoveSlotsHidesTheirObjectsAndEventsAtOnce(t *testing.T) {
 	if err := tc.AddSlots(ctx, seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the initial list arrives", func() bool { a, _, _ := rec.counts(); return a == 16 })
+	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == 16, rec.String() })
 
 	tc.RemoveSlots([]int{1})
-	if err := tc.Get(ctx, client.ObjectKeyFromObject(objs[1][0]), &datav1alpha1.LargeData{}); !apierrors.IsNotFound(err) {
+	if err := tc.Get(ctx, client.ObjectKeyFromObject(objs[1][0]), &testkind.Widget{}); !apierrors.IsNotFound(err) {
 		t.Errorf("Get of a removed slot's object = %v, want NotFound", err)
 	}
-	list := &datav1alpha1.LargeDataList{}
+	list := &testkind.WidgetList{}
 	if err := tc.List(ctx, list); err != nil || len(list.Items) != 12 {
 		t.Errorf("List = %d items, %v; want the 12 of slots 0, 2, 3", len(list.Items), err)
 	}
-	if got := tc.Counts()[largeDataKind]; got != 12 {
+	if got := tc.Counts()[widgetKind]; got != 12 {
 		t.Errorf("Counts = %d, want 12", got)
 	}
 	// Not compacted yet: the group still holds slot 1.
-	if g := tc.Groups(); len(g) != 1 || g[0].Objects[largeDataKind] != 16 || !slices.Equal(g[0].Served, []int{0, 2, 3}) {
+	if g := tc.Groups(); len(g) != 1 || g[0].Objects[widgetKind] != 16 || !slices.Equal(g[0].Served, []int{0, 2, 3}) {
 		t.Errorf("groups = %+v", g)
 	}
 
 	tc.modify(objs[1][0])
 	tc.modify(objs[2][0])
-	eventually(t, "the served slot's update arrives", func() bool { _, u, _ := rec.counts(); return u == 1 })
+	testenv.Eventually(t, wait, "the served slot's update arrives", func() (bool, string) { _, u, _ := rec.counts(); return u == 1, rec.String() })
 	never(t, "an update of a removed slot arrived", func() bool { _, u, _ := rec.counts(); return u > 1 })
 }
 
 func TestAGroupLeftWithoutSlotsStopsAtOnce(t *testing.T) {
 	tc := newTestCache(t, Options{})
-	tc.largeData(0, 1)
-	tc.largeData(2, 1)
+	tc.widgets(0, 1)
+	tc.widgets(2, 1)
 	tc.start(t)
 	ctx := t.Context()
-	if _, err := tc.GetInformer(ctx, &datav1alpha1.LargeData{}); err != nil {
+	if _, err := tc.GetInformer(ctx, &testkind.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := tc.AddSlots(ctx, []int{0, 1}); err != nil {
@@ -181,20 +183,20 @@ func TestAGroupLeftWithoutSlotsStopsAtOnce(t *testing.T) {
 	if g := tc.Groups(); len(g) != 1 || !slices.Equal(g[0].Slots, []int{0, 1}) {
 		t.Errorf("groups = %+v, want the group of 0 and 1 alone", g)
 	}
-	inf := tc.api.informer("LargeData", "sharding.kubeshard.dev/slot in (2,3)")
-	eventually(t, "the informer of slots 2 and 3 stops", inf.IsStopped)
+	inf := tc.api.informer("Widget", "sharding.kubeshard.dev/slot in (2,3)")
+	testenv.Eventually(t, wait, "the informer of slots 2 and 3 stops", func() (bool, string) { return inf.IsStopped(), "still running" })
 }
 
 func TestCompactionFreesRemovedSlotsWithoutRepeatingAdds(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Now())
 	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute})
-	var objs [][]*datav1alpha1.LargeData
+	var objs [][]*testkind.Widget
 	for s := range 4 {
-		objs = append(objs, tc.largeData(s, 5))
+		objs = append(objs, tc.widgets(s, 5))
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &datav1alpha1.LargeData{})
+	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,34 +207,34 @@ func TestCompactionFreesRemovedSlotsWithoutRepeatingAdds(t *testing.T) {
 	if err := tc.AddSlots(ctx, seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the initial list arrives", func() bool { a, _, _ := rec.counts(); return a == 40 })
+	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == 40, rec.String() })
 
 	tc.RemoveSlots([]int{0, 1})
 	tc.modify(objs[2][0]) // known to the old group at its new version before compaction starts
-	eventually(t, "the update arrives", func() bool { _, u, _ := rec.counts(); return u == 1 })
+	testenv.Eventually(t, wait, "the update arrives", func() (bool, string) { _, u, _ := rec.counts(); return u == 1, rec.String() })
 
-	old := tc.api.informer("LargeData", "sharding.kubeshard.dev/slot in (0,1,2,3)")
-	eventually(t, "the group is compacted", func() bool {
+	old := tc.api.informer("Widget", "sharding.kubeshard.dev/slot in (0,1,2,3)")
+	testenv.Eventually(t, wait, "the group is compacted", func() (bool, string) {
 		clk.Step(time.Minute) // CompactAfter, then handoverGrace
 		g := tc.Groups()
-		return len(g) == 1 && slices.Equal(g[0].Slots, []int{2, 3})
+		return len(g) == 1 && slices.Equal(g[0].Slots, []int{2, 3}), fmt.Sprintf("groups %+v", g)
 	})
-	if g := tc.Groups()[0]; g.Objects[largeDataKind] != 20 || !slices.Equal(g.Served, []int{2, 3}) {
+	if g := tc.Groups()[0]; g.Objects[widgetKind] != 20 || !slices.Equal(g.Served, []int{2, 3}) {
 		t.Errorf("replacement = %+v, want the 20 objects of slots 2 and 3", g)
 	}
 	if got := tc.api.listedFor("sharding.kubeshard.dev/slot in (2,3)"); got != 20 {
 		t.Errorf("the replacement listed %d objects, want 20", got)
 	}
-	eventually(t, "the old informer stops", old.IsStopped)
+	testenv.Eventually(t, wait, "the old informer stops", func() (bool, string) { return old.IsStopped(), "still running" })
 	if a, u, d := rec.counts(); a != 40 || u != 1 || d != 0 {
 		t.Errorf("after compaction: %d adds, %d updates, %d deletes; want the 40 adds and 1 update from before", a, u, d)
 	}
 
 	// The replacement alone delivers now, once per change.
 	tc.modify(objs[3][0])
-	eventually(t, "the update arrives", func() bool { _, u, _ := rec.counts(); return u == 2 })
+	testenv.Eventually(t, wait, "the update arrives", func() (bool, string) { _, u, _ := rec.counts(); return u == 2, rec.String() })
 	never(t, "an update arrived twice", func() bool { _, u, _ := rec.counts(); return u > 2 })
-	list := &datav1alpha1.LargeDataList{}
+	list := &testkind.WidgetList{}
 	if err := tc.List(ctx, list); err != nil || len(list.Items) != 20 {
 		t.Errorf("List = %d items, %v; want 20", len(list.Items), err)
 	}
@@ -240,10 +242,10 @@ func TestCompactionFreesRemovedSlotsWithoutRepeatingAdds(t *testing.T) {
 
 func TestAnAddOfTheReplacementIsAnUpdateWhenTheObjectChanged(t *testing.T) {
 	tc := newTestCache(t, Options{})
-	objs := tc.largeData(0, 1)
+	objs := tc.widgets(0, 1)
 	tc.start(t)
 	ctx := t.Context()
-	if _, err := tc.GetInformer(ctx, &datav1alpha1.LargeData{}); err != nil {
+	if _, err := tc.GetInformer(ctx, &testkind.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := tc.AddSlots(ctx, []int{0, 1}); err != nil {
@@ -260,7 +262,7 @@ func TestAnAddOfTheReplacementIsAnUpdateWhenTheObjectChanged(t *testing.T) {
 	tc.mu.Unlock()
 
 	rec := newRecorder()
-	h := &groupHandler{c: tc.Cache, g: n, key: kindKey{gvk: largeDataKind}, handler: rec}
+	h := &groupHandler{c: tc.Cache, g: n, key: kindKey{gvk: widgetKind}, handler: rec}
 	same := objs[0].DeepCopy()
 	same.ResourceVersion = "1" // as the source numbered it, and the old group holds it
 	h.OnAdd(same, true)
@@ -277,7 +279,7 @@ func TestAnAddOfTheReplacementIsAnUpdateWhenTheObjectChanged(t *testing.T) {
 
 func TestAnUpdateAcrossTheServedSlotsIsAnAddOrADelete(t *testing.T) {
 	tc := newTestCache(t, Options{})
-	objs := tc.largeData(1, 1)
+	objs := tc.widgets(1, 1)
 	tc.start(t)
 	ctx := t.Context()
 	if err := tc.AddSlots(ctx, []int{1}); err != nil {
@@ -287,7 +289,7 @@ func TestAnUpdateAcrossTheServedSlotsIsAnAddOrADelete(t *testing.T) {
 	g := tc.groups[0]
 	tc.mu.RUnlock()
 	rec := newRecorder()
-	h := &groupHandler{c: tc.Cache, g: g, key: kindKey{gvk: largeDataKind}, handler: rec}
+	h := &groupHandler{c: tc.Cache, g: g, key: kindKey{gvk: widgetKind}, handler: rec}
 	in := objs[0]
 	out := in.DeepCopy()
 	out.Labels["sharding.kubeshard.dev/slot"] = "6"
@@ -303,7 +305,7 @@ func TestHandlersFollowGroupsAddedLaterAndCanBeRemoved(t *testing.T) {
 	tc := newTestCache(t, Options{})
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &datav1alpha1.LargeData{})
+	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,43 +323,46 @@ func TestHandlersFollowGroupsAddedLaterAndCanBeRemoved(t *testing.T) {
 	if err := tc.AddSlots(ctx, []int{5}); err != nil {
 		t.Fatal(err)
 	}
-	tc.largeData(5, 1)
-	tc.largeData(6, 1)
-	eventually(t, "both see the served slot's objects", func() bool {
+	tc.widgets(5, 1)
+	tc.widgets(6, 1)
+	testenv.Eventually(t, wait, "both see the served slot's objects", func() (bool, string) {
 		a1, _, _ := first.counts()
 		a2, _, _ := second.counts()
-		return a1 == 2 && a2 == 2
+		return a1 == 2 && a2 == 2, fmt.Sprintf("first saw %s, second %s", first, second)
 	})
 	if err := inf.RemoveEventHandler(reg); err != nil {
 		t.Fatal(err)
 	}
-	objs := tc.largeData(5, 2) // two per namespace
+	objs := tc.widgets(5, 2) // two per namespace
 	tc.modify(objs[3])
-	eventually(t, "the remaining handler sees the new objects", func() bool { a, u, _ := second.counts(); return a == 6 && u == 1 })
+	testenv.Eventually(t, wait, "the remaining handler sees the new objects", func() (bool, string) {
+		a, u, _ := second.counts()
+		return a == 6 && u == 1, second.String()
+	})
 	never(t, "a removed handler saw an event", func() bool { a, u, _ := first.counts(); return a != 2 || u != 0 })
 	never(t, "an unexpected event arrived", func() bool { a, u, _ := second.counts(); return a != 6 || u != 1 })
 }
 
 func TestSlotsAddedBeforeStartAreCachedFromStart(t *testing.T) {
 	tc := newTestCache(t, Options{})
-	tc.largeData(0, 2)
-	tc.largeData(1, 2)
+	tc.widgets(0, 2)
+	tc.widgets(1, 2)
 	ctx := t.Context()
 	if err := tc.AddSlots(ctx, []int{0, 1}); err != nil {
 		t.Fatal(err)
 	}
 	tc.RemoveSlots([]int{1})
-	err := tc.Get(ctx, types.NamespacedName{Namespace: "a", Name: "ld-0-0"}, &datav1alpha1.LargeData{})
+	err := tc.Get(ctx, types.NamespacedName{Namespace: "a", Name: "w-0-0"}, &testkind.Widget{})
 	var notStarted *cache.ErrCacheNotStarted
 	if !errors.As(err, &notStarted) {
 		t.Errorf("Get before Start = %v, want ErrCacheNotStarted", err)
 	}
 	tc.start(t)
-	list := &datav1alpha1.LargeDataList{}
+	list := &testkind.WidgetList{}
 	if err := tc.List(ctx, list); err != nil || len(list.Items) != 4 {
 		t.Errorf("List = %d items, %v; want the 4 of slot 0", len(list.Items), err)
 	}
-	if g := tc.Groups(); len(g) != 1 || !slices.Equal(g[0].Slots, []int{0}) || g[0].Objects[largeDataKind] != 4 {
+	if g := tc.Groups(); len(g) != 1 || !slices.Equal(g[0].Slots, []int{0}) || g[0].Objects[widgetKind] != 4 {
 		t.Errorf("groups = %+v, want one for slot 0 alone", g)
 	}
 }
@@ -366,9 +371,9 @@ func TestReaderFailOnMissingInformerIsHonoured(t *testing.T) {
 	tc := newTestCache(t, Options{})
 	tc.base.ReaderFailOnMissingInformer = true
 	tc.start(t)
-	err := tc.List(t.Context(), &datav1alpha1.LargeDataList{})
+	err := tc.List(t.Context(), &testkind.WidgetList{})
 	var notCached *cache.ErrResourceNotCached
-	if !errors.As(err, &notCached) || notCached.GVK != (schema.GroupVersionKind{Group: "data.kubeshard.dev", Version: "v1alpha1", Kind: "LargeData"}) {
+	if !errors.As(err, &notCached) || notCached.GVK != (schema.GroupVersionKind{Group: "example.kubeshard.dev", Version: "v1", Kind: "Widget"}) {
 		t.Errorf("List = %v, want ErrResourceNotCached", err)
 	}
 }
@@ -385,7 +390,7 @@ func TestGroupOptionsAddTheSlotsToEverySelector(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(opts.ByObject) != 2 {
-		t.Fatalf("ByObject has %d kinds, want LargeData and ConfigMap", len(opts.ByObject))
+		t.Fatalf("ByObject has %d kinds, want Widget and ConfigMap", len(opts.ByObject))
 	}
 	for obj, bo := range opts.ByObject {
 		if got := bo.Label.String(); got != "sharding.kubeshard.dev/slot in (1,3),team=x" {
@@ -406,13 +411,13 @@ func TestGroupOptionsAddTheSlotsToEverySelector(t *testing.T) {
 func TestASlotRegainedBeforeCompactionIsServedOnceByItsNewGroup(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Now())
 	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute})
-	var objs [][]*datav1alpha1.LargeData
+	var objs [][]*testkind.Widget
 	for s := range 4 {
-		objs = append(objs, tc.largeData(s, 2))
+		objs = append(objs, tc.widgets(s, 2))
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &datav1alpha1.LargeData{})
+	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,19 +433,19 @@ func TestASlotRegainedBeforeCompactionIsServedOnceByItsNewGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new owner reconciles everything it gains: slot 1 arrives again.
-	eventually(t, "slot 1 arrives again", func() bool { a, _, _ := rec.counts(); return a == 16+4 })
-	list := &datav1alpha1.LargeDataList{}
+	testenv.Eventually(t, wait, "slot 1 arrives again", func() (bool, string) { a, _, _ := rec.counts(); return a == 16+4, rec.String() })
+	list := &testkind.WidgetList{}
 	if err := tc.List(ctx, list); err != nil || len(list.Items) != 16 {
 		t.Errorf("List = %d items, %v; want 16, each once although two groups hold slot 1", len(list.Items), err)
 	}
 	tc.modify(objs[1][0])
-	eventually(t, "the update arrives", func() bool { _, u, _ := rec.counts(); return u == 1 })
+	testenv.Eventually(t, wait, "the update arrives", func() (bool, string) { _, u, _ := rec.counts(); return u == 1, rec.String() })
 	never(t, "the stale group delivered the update too", func() bool { _, u, _ := rec.counts(); return u > 1 })
 
-	eventually(t, "the first group is compacted", func() bool {
+	testenv.Eventually(t, wait, "the first group is compacted", func() (bool, string) {
 		clk.Step(time.Minute)
 		g := tc.Groups()
-		return len(g) == 2 && slices.Equal(g[1].Slots, []int{0, 2, 3})
+		return len(g) == 2 && slices.Equal(g[1].Slots, []int{0, 2, 3}), fmt.Sprintf("groups %+v", g)
 	})
 	if got := tc.Served(); !slices.Equal(got, seq(0, 3)) {
 		t.Errorf("Served = %v", got)
@@ -452,9 +457,9 @@ func TestASlotRegainedBeforeCompactionIsServedOnceByItsNewGroup(t *testing.T) {
 
 func TestAddSlotsThatCannotSyncLeavesThemUnserved(t *testing.T) {
 	tc := newTestCache(t, Options{})
-	tc.largeData(0, 1)
+	tc.widgets(0, 1)
 	tc.start(t)
-	if _, err := tc.GetInformer(t.Context(), &datav1alpha1.LargeData{}); err != nil {
+	if _, err := tc.GetInformer(t.Context(), &testkind.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	tc.api.failLists.Store(true)
@@ -470,7 +475,7 @@ func TestAddSlotsThatCannotSyncLeavesThemUnserved(t *testing.T) {
 	if err := tc.AddSlots(t.Context(), []int{0}); err != nil {
 		t.Fatalf("AddSlots again = %v", err)
 	}
-	list := &datav1alpha1.LargeDataList{}
+	list := &testkind.WidgetList{}
 	if err := tc.List(t.Context(), list); err != nil || len(list.Items) != 2 {
 		t.Errorf("List = %d items, %v; want 2", len(list.Items), err)
 	}

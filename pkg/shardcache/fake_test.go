@@ -27,8 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
-	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testkind"
 )
 
 // fakeAPI stands in for the API server: one source of objects per kind,
@@ -159,7 +159,7 @@ func (l *filteredLW) IsWatchListSemanticsUnSupported() bool { return true }
 type testCache struct {
 	*Cache
 	api     *fakeAPI
-	created map[int]int // LargeData per slot and namespace so far, for unique names
+	created map[int]int // Widgets per slot and namespace so far, for unique names
 }
 
 func newTestCache(t *testing.T, opts Options) *testCache {
@@ -168,14 +168,14 @@ func newTestCache(t *testing.T, opts Options) *testCache {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	if err := datav1alpha1.AddToScheme(scheme); err != nil {
+	if err := testkind.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
 	mapper := apimeta.NewDefaultRESTMapper(nil)
-	mapper.Add(datav1alpha1.GroupVersion.WithKind("LargeData"), apimeta.RESTScopeNamespace)
+	mapper.Add(widgetKind, apimeta.RESTScopeNamespace)
 	mapper.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), apimeta.RESTScopeNamespace)
 	if opts.ShardedObjects == nil {
-		opts.ShardedObjects = []client.Object{&datav1alpha1.LargeData{}, &corev1.ConfigMap{}}
+		opts.ShardedObjects = []client.Object{&testkind.Widget{}, &corev1.ConfigMap{}}
 	}
 	if opts.Slots == 0 {
 		opts.Slots = 8
@@ -207,34 +207,34 @@ func (tc *testCache) start(t *testing.T) {
 	}
 }
 
-// largeData adds n LargeData to slot in each of the namespaces a and b.
-func (tc *testCache) largeData(slot, n int) []*datav1alpha1.LargeData {
-	var out []*datav1alpha1.LargeData
-	src := tc.api.source(datav1alpha1.GroupVersion.WithKind("LargeData"))
+// widgets adds n Widgets to slot in each of the namespaces a and b.
+func (tc *testCache) widgets(slot, n int) []*testkind.Widget {
+	var out []*testkind.Widget
+	src := tc.api.source(widgetKind)
 	first := tc.created[slot]
 	tc.created[slot] += n
 	for _, ns := range []string{"a", "b"} {
 		for i := first; i < first+n; i++ {
-			ld := &datav1alpha1.LargeData{
+			w := &testkind.Widget{
 				ObjectMeta: metav1.ObjectMeta{
-					Namespace: ns, Name: fmt.Sprintf("ld-%d-%d", slot, i),
+					Namespace: ns, Name: fmt.Sprintf("w-%d-%d", slot, i),
 					Labels: map[string]string{shardingv1alpha1.LabelSlot: strconv.Itoa(slot)},
 					// Stripped on the way into the cache.
 					ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}},
 				},
-				Spec: datav1alpha1.LargeDataSpec{Items: 1, Seed: int64(i)},
+				Spec: testkind.WidgetSpec{Size: int64(i)},
 			}
-			src.Add(ld.DeepCopy())
-			out = append(out, ld)
+			src.Add(w.DeepCopy())
+			out = append(out, w)
 		}
 	}
 	return out
 }
 
-func (tc *testCache) modify(ld *datav1alpha1.LargeData) {
-	ld = ld.DeepCopy()
-	ld.Spec.Items++
-	tc.api.source(datav1alpha1.GroupVersion.WithKind("LargeData")).Modify(ld)
+func (tc *testCache) modify(w *testkind.Widget) {
+	w = w.DeepCopy()
+	w.Spec.Size++
+	tc.api.source(widgetKind).Modify(w)
 }
 
 // recorder is an event handler that remembers what it saw.
@@ -286,17 +286,14 @@ func (r *recorder) counts() (adds, updates, deletes int) {
 	return adds, updates, deletes
 }
 
-// eventually polls cond for up to five seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// String says what the recorder saw, for a test that waits for it.
+func (r *recorder) String() string {
+	a, u, d := r.counts()
+	return fmt.Sprintf("%d adds, %d updates, %d deletes", a, u, d)
 }
+
+// wait bounds a wait for the cache: its informers run in this process.
+const wait = 5 * time.Second
 
 // never checks that cond stays false for a moment: long enough for an
 // event in flight to arrive.

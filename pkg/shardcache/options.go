@@ -20,7 +20,7 @@ const DefaultCompactAfter = 30 * time.Second
 // Options configure a Cache.
 type Options struct {
 	// ShardedObjects are the kinds selected by the slot label: the sharded
-	// kinds and their child kinds, for instance &LargeData{} and
+	// kinds and their child kinds, for example an operator's &Widget{} and
 	// &corev1.ConfigMap{}. An object of one of these kinds without a valid
 	// slot label is invisible through the cache. Required unless
 	// ShardSelectorObjects names a kind.

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
 
@@ -20,7 +21,7 @@ import (
 func Example() {
 	ctx := ctrl.SetupSignalHandler()
 	cfg := ctrl.GetConfigOrDie()
-	opts := ctrl.Options{Scheme: newScheme()}
+	opts := ctrl.Options{Scheme: testkind.NewScheme()}
 
 	ring, err := sharding.Setup(ctx, cfg, &opts, sharding.Options{ // sharding
 		Ring: "widgets", Namespace: os.Getenv("POD_NAMESPACE"), Member: os.Getenv("POD_NAME"), // sharding
@@ -37,7 +38,7 @@ func Example() {
 	} // sharding
 	r := &WidgetReconciler{Client: mgr.GetClient(), LabelChild: ring.LabelChild} // sharding: LabelChild
 	err = ctrl.NewControllerManagedBy(mgr).
-		For(&Widget{}).
+		For(&testkind.Widget{}).
 		Owns(&corev1.ConfigMap{}).
 		Complete(ring.Reconciler(r)) // sharding: ring.Reconciler
 	if err != nil {
@@ -59,7 +60,7 @@ type WidgetReconciler struct {
 }
 
 func (r *WidgetReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	w := &Widget{}
+	w := &testkind.Widget{}
 	if err := r.Client.Get(ctx, req.NamespacedName, w); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}

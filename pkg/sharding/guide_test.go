@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
@@ -80,11 +80,11 @@ func startGuide(t *testing.T) *guide {
 		}
 	})
 	if _, err := envtest.InstallCRDs(env.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join("testdata", "widgets.yaml")}, ErrorIfPathMissing: true,
+		Paths: []string{testkind.CRDPath()}, ErrorIfPathMissing: true,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(env.Config, client.Options{Scheme: newScheme()})
+	c, err := client.New(env.Config, client.Options{Scheme: testkind.NewScheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func (g *guide) startMember(name string) {
 	cfg := rest.CopyConfig(g.env.Config)
 	cfg.Wrap(g.writes.wrap)
 	opts := ctrl.Options{
-		Scheme: newScheme(),
+		Scheme: testkind.NewScheme(),
 		// Several members run in this one process.
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -149,7 +149,7 @@ func (g *guide) startMember(name string) {
 		g.reconciled[key.Name][name]++
 	}}
 	err = ctrl.NewControllerManagedBy(mgr).
-		For(&Widget{}).
+		For(&testkind.Widget{}).
 		Owns(&corev1.ConfigMap{}).
 		Complete(ring.Reconciler(r))
 	if err != nil {
@@ -176,20 +176,6 @@ func (g *guide) settled(n int) (bool, string) {
 	return int(sr.Status.ReadyMembers) == n && int(sr.Status.MemberCount) == n && sr.Status.MovingSlots == 0 && sr.Status.UnownedSlots == 0, why
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	why := ""
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, why = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s (%s)", what, timeout, why)
-}
-
 // TestTheGuidesOperator builds the operator of docs/implement-sharding.md
 // for a kind of its own (Widget, with a ConfigMap per Widget), runs two
 // members against a real API server and checks what the guide promises:
@@ -201,17 +187,17 @@ func TestTheGuidesOperator(t *testing.T) {
 	ctx := t.Context()
 	g.startMember("widgets-0")
 	g.startMember("widgets-1")
-	waitFor(t, 60*time.Second, "two members share the ring", func() (bool, string) { return g.settled(2) })
+	testenv.Eventually(t, 60*time.Second, "two members share the ring", func() (bool, string) { return g.settled(2) })
 
 	const widgets = 200
 	for i := range widgets {
-		w := &Widget{ObjectMeta: metav1.ObjectMeta{Namespace: g.ns, Name: fmt.Sprintf("widget-%03d", i)}, Spec: WidgetSpec{Size: int64(i)}}
+		w := &testkind.Widget{ObjectMeta: metav1.ObjectMeta{Namespace: g.ns, Name: fmt.Sprintf("widget-%03d", i)}, Spec: testkind.WidgetSpec{Size: int64(i)}}
 		if err := g.c.Create(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The guide runs no webhook here: the labeler labels the Widgets.
-	waitFor(t, 90*time.Second, "every Widget has its ConfigMap", func() (bool, string) {
+	testenv.Eventually(t, 90*time.Second, "every Widget has its ConfigMap", func() (bool, string) {
 		cms := &corev1.ConfigMapList{}
 		if err := g.c.List(ctx, cms, client.InNamespace(g.ns)); err != nil {
 			return false, err.Error()
@@ -256,7 +242,7 @@ func TestTheGuidesOperator(t *testing.T) {
 	// A member joins: slots move, no Widget is written.
 	before := g.writes.count()
 	g.startMember("widgets-2")
-	waitFor(t, 60*time.Second, "three members share the ring", func() (bool, string) { return g.settled(3) })
+	testenv.Eventually(t, 60*time.Second, "three members share the ring", func() (bool, string) { return g.settled(3) })
 	if n := g.writes.count() - before; n != 0 {
 		t.Errorf("the members wrote %d times to Widgets while a member joined, want 0", n)
 	}

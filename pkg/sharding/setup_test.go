@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
 
@@ -30,8 +31,8 @@ func TestSetupRefusesOptionsThatUndoSharding(t *testing.T) {
 	}{
 		{"no scheme", ctrl.Options{}, "ctrl.Options.Scheme is nil"},
 		{"a scheme without the ShardRing", ctrl.Options{Scheme: runtime.NewScheme()}, "does not know the ShardRing"},
-		{"a cache of the caller's", ctrl.Options{Scheme: newScheme(), NewCache: cache.New}, "ctrl.Options.NewCache is set"},
-		{"controllers under leader election", ctrl.Options{Scheme: newScheme(), Controller: config.Controller{NeedLeaderElection: ptr.To(true)}},
+		{"a cache of the caller's", ctrl.Options{Scheme: testkind.NewScheme(), NewCache: cache.New}, "ctrl.Options.NewCache is set"},
+		{"controllers under leader election", ctrl.Options{Scheme: testkind.NewScheme(), Controller: config.Controller{NeedLeaderElection: ptr.To(true)}},
 			"NeedLeaderElection is true"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,7 +52,7 @@ func TestSetupRefusesOptionsThatUndoSharding(t *testing.T) {
 		{"no member", sharding.Options{Ring: "r", Namespace: "ns"}, "POD_NAME"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := ctrl.Options{Scheme: newScheme()}
+			opts := ctrl.Options{Scheme: testkind.NewScheme()}
 			if _, err := sharding.Setup(t.Context(), cfg, &opts, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Setup: %v, want an error that says %q", err, tc.want)
 			}
@@ -66,7 +67,7 @@ func TestSetupWithManagerRefusesAManagerMadeWithoutSetup(t *testing.T) {
 	g := startGuide(t)
 	cfg := g.env.Config
 	opts := ctrl.Options{
-		Scheme:                 newScheme(),
+		Scheme:                 testkind.NewScheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
@@ -85,7 +86,7 @@ func TestSetupWithManagerRefusesAManagerMadeWithoutSetup(t *testing.T) {
 	}
 
 	// A graceful shutdown too short for a leave is refused by Setup.
-	short := ctrl.Options{Scheme: newScheme(), GracefulShutdownTimeout: ptr.To(5 * time.Second)}
+	short := ctrl.Options{Scheme: testkind.NewScheme(), GracefulShutdownTimeout: ptr.To(5 * time.Second)}
 	if _, err := sharding.Setup(t.Context(), cfg, &short, sharding.Options{Ring: "widgets", Namespace: g.ns, Member: "widgets-0"}); err == nil ||
 		!strings.Contains(err.Error(), "GracefulShutdownTimeout") {
 		t.Errorf("Setup with a 5 s graceful shutdown: %v, want an error that names GracefulShutdownTimeout", err)

@@ -6,8 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
@@ -16,7 +16,7 @@ import (
 // serves the owner sees the child in its cache at once.
 func ExampleLabelChild() {
 	// The owner as the member read it, labelled by the webhook.
-	owner := &datav1alpha1.LargeData{ObjectMeta: metav1.ObjectMeta{
+	owner := &testkind.Widget{ObjectMeta: metav1.ObjectMeta{
 		Namespace: "team-a", Name: "dataset-1",
 		Labels: map[string]string{shardingv1alpha1.LabelSlot: "327"},
 	}}

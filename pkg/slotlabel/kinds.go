@@ -27,8 +27,8 @@ type Kinds struct {
 	// of a child has the child's namespace only when its kind is namespaced.
 	sharded map[schema.GroupKind]bool
 	// owners maps each child kind to the sharded kinds that list it as a
-	// child: a ConfigMap is a child of a LargeData only when the LargeData's
-	// resource names configmaps among its children.
+	// child: a ConfigMap is a child of, for example, a Widget only when the
+	// Widget's resource names configmaps among its children.
 	owners map[schema.GroupKind]map[schema.GroupKind]struct{}
 
 	shardedGVKs []schema.GroupVersionKind

@@ -15,8 +15,8 @@ import (
 )
 
 var (
-	largeData  = schema.GroupVersionKind{Group: "data.kubeshard.dev", Version: "v1alpha1", Kind: "LargeData"}
-	cluster    = schema.GroupVersionKind{Group: "data.kubeshard.dev", Version: "v1alpha1", Kind: "ClusterData"}
+	widget     = schema.GroupVersionKind{Group: "example.kubeshard.dev", Version: "v1", Kind: "Widget"}
+	cluster    = schema.GroupVersionKind{Group: "example.kubeshard.dev", Version: "v1", Kind: "ClusterWidget"}
 	configMap  = schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
 	secret     = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
 	deployment = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
@@ -24,10 +24,10 @@ var (
 
 func testMapper() meta.RESTMapper {
 	m := meta.NewDefaultRESTMapper(nil)
-	m.AddSpecific(largeData, largeData.GroupVersion().WithResource("largedata"),
-		largeData.GroupVersion().WithResource("largedata"), meta.RESTScopeNamespace)
-	m.AddSpecific(cluster, cluster.GroupVersion().WithResource("clusterdata"),
-		cluster.GroupVersion().WithResource("clusterdata"), meta.RESTScopeRoot)
+	m.AddSpecific(widget, widget.GroupVersion().WithResource("widgets"),
+		widget.GroupVersion().WithResource("widgets"), meta.RESTScopeNamespace)
+	m.AddSpecific(cluster, cluster.GroupVersion().WithResource("clusterwidgets"),
+		cluster.GroupVersion().WithResource("clusterwidgets"), meta.RESTScopeRoot)
 	m.Add(configMap, meta.RESTScopeNamespace)
 	m.Add(secret, meta.RESTScopeNamespace)
 	m.Add(deployment, meta.RESTScopeNamespace)
@@ -39,11 +39,11 @@ func testSpec(slots int32) shardingv1alpha1.ShardRingSpec {
 		Slots: slots,
 		Resources: []shardingv1alpha1.ShardedResource{
 			{
-				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"},
+				GroupResource: shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "widgets"},
 				Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}},
 			},
 			{
-				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "clusterdata"},
+				GroupResource: shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "clusterwidgets"},
 				Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}, {Resource: "secrets"}},
 			},
 		},
@@ -58,7 +58,7 @@ func TestNewKinds(t *testing.T) {
 	if k.Slots() != ring.DefaultSlots {
 		t.Errorf("Slots() = %d, want the API server's default %d", k.Slots(), ring.DefaultSlots)
 	}
-	if got, want := k.Sharded(), []schema.GroupVersionKind{largeData, cluster}; !equalGVKs(got, want) {
+	if got, want := k.Sharded(), []schema.GroupVersionKind{widget, cluster}; !equalGVKs(got, want) {
 		t.Errorf("Sharded() = %v, want %v", got, want)
 	}
 	// configmaps is listed twice but is one kind to watch.
@@ -69,7 +69,7 @@ func TestNewKinds(t *testing.T) {
 		gk             schema.GroupKind
 		sharded, child bool
 	}{
-		{largeData.GroupKind(), true, false},
+		{widget.GroupKind(), true, false},
 		{cluster.GroupKind(), true, false},
 		{configMap.GroupKind(), false, true},
 		{secret.GroupKind(), false, true},
@@ -93,17 +93,17 @@ func TestNewKindsUnknownResource(t *testing.T) {
 		{
 			name: "sharded",
 			spec: shardingv1alpha1.ShardRingSpec{Resources: []shardingv1alpha1.ShardedResource{{
-				GroupResource: shardingv1alpha1.GroupResource{Group: "example.com", Resource: "widgets"},
+				GroupResource: shardingv1alpha1.GroupResource{Group: "example.com", Resource: "gizmos"},
 			}}},
-			want: `resolving sharded resource "widgets.example.com"`,
+			want: `resolving sharded resource "gizmos.example.com"`,
 		},
 		{
 			name: "child",
 			spec: shardingv1alpha1.ShardRingSpec{Resources: []shardingv1alpha1.ShardedResource{{
-				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"},
+				GroupResource: shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "widgets"},
 				Children:      []shardingv1alpha1.GroupResource{{Group: "example.com", Resource: "gadgets"}},
 			}}},
-			want: `resolving resource "gadgets.example.com", a child of "largedata.data.kubeshard.dev"`,
+			want: `resolving resource "gadgets.example.com", a child of "widgets.example.kubeshard.dev"`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +135,7 @@ func TestSlotOf(t *testing.T) {
 		wantOK bool
 	}{
 		{
-			name: "sharded namespaced", gvk: largeData,
+			name: "sharded namespaced", gvk: widget,
 			obj:  metav1.ObjectMeta{Namespace: "team-a", Name: "dataset-1"},
 			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
 		},
@@ -145,25 +145,25 @@ func TestSlotOf(t *testing.T) {
 			want: ring.Slot("", "global", slots), wantOK: true,
 		},
 		{
-			name: "sharded, name not generated yet", gvk: largeData,
+			name: "sharded, name not generated yet", gvk: widget,
 			obj: metav1.ObjectMeta{Namespace: "team-a", GenerateName: "dataset-"},
 		},
 		{
 			name: "child takes its owner's slot", gvk: configMap,
 			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "dataset-1-summary",
-				OwnerReferences: controller(largeData, "dataset-1")},
+				OwnerReferences: controller(widget, "dataset-1")},
 			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
 		},
 		{
 			name: "child with a generated name still has its owner's slot", gvk: configMap,
 			obj: metav1.ObjectMeta{Namespace: "team-a", GenerateName: "summary-",
-				OwnerReferences: controller(largeData, "dataset-1")},
+				OwnerReferences: controller(widget, "dataset-1")},
 			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
 		},
 		{
 			name: "child of an owner at another version of the kind", gvk: configMap,
 			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "s",
-				OwnerReferences: controller(largeData.GroupVersion().WithKind("LargeData").GroupKind().WithVersion("v1beta1"), "dataset-1")},
+				OwnerReferences: controller(widget.GroupKind().WithVersion("v1beta1"), "dataset-1")},
 			want: ring.Slot("team-a", "dataset-1", slots), wantOK: true,
 		},
 		{
@@ -180,24 +180,24 @@ func TestSlotOf(t *testing.T) {
 		{
 			name: "child kind controlled by a sharded kind that does not list it", gvk: secret,
 			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "creds",
-				OwnerReferences: controller(largeData, "dataset-1")},
+				OwnerReferences: controller(widget, "dataset-1")},
 		},
 		{
 			name: "controller of the kind's name in the core group is another kind", gvk: configMap,
 			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "s",
-				OwnerReferences: controller(schema.GroupVersionKind{Version: "v1", Kind: "LargeData"}, "dataset-1")},
+				OwnerReferences: controller(schema.GroupVersionKind{Version: "v1", Kind: "Widget"}, "dataset-1")},
 		},
 		{
 			name: "controller with a malformed apiVersion", gvk: configMap,
 			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "s",
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "data.kubeshard.dev/v1alpha1/x",
-					Kind: "LargeData", Name: "dataset-1", Controller: new(true)}}},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "example.kubeshard.dev/v1/x",
+					Kind: "Widget", Name: "dataset-1", Controller: new(true)}}},
 		},
 		{
 			name: "child kind owned but not controlled", gvk: configMap,
 			obj: metav1.ObjectMeta{Namespace: "team-a", Name: "shared",
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "data.kubeshard.dev/v1alpha1",
-					Kind: "LargeData", Name: "dataset-1", UID: "u"}}},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "example.kubeshard.dev/v1",
+					Kind: "Widget", Name: "dataset-1", UID: "u"}}},
 		},
 		{
 			name: "child kind without owner", gvk: configMap,
@@ -223,7 +223,7 @@ func TestSlotOfDoesNotAllocate(t *testing.T) {
 		t.Fatalf("NewKinds: %v", err)
 	}
 	obj := &metav1.ObjectMeta{Namespace: "team-a", Name: "summary", OwnerReferences: []metav1.OwnerReference{{
-		APIVersion: "data.kubeshard.dev/v1alpha1", Kind: "LargeData", Name: "dataset-1", Controller: new(true),
+		APIVersion: "example.kubeshard.dev/v1", Kind: "Widget", Name: "dataset-1", Controller: new(true),
 	}}}
 	// The webhook and the labeler call this for every object they see.
 	if n := testing.AllocsPerRun(100, func() { k.SlotOf(obj, configMap.GroupKind()) }); n != 0 {
@@ -262,13 +262,13 @@ func TestSlotOfByUID(t *testing.T) {
 	owner := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
 		Namespace: "ns", Name: "owner", UID: "7d3c0a9e-5b1f-4c2e-9a8d-1e2f3a4b5c6d",
 	}}
-	if _, ok := k.SlotOf(owner, largeData.GroupKind()); ok {
+	if _, ok := k.SlotOf(owner, widget.GroupKind()); ok {
 		t.Error("SlotOf a sharded object is ok in selectorMode ShardSelector; it must not be labelled")
 	}
 	child := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
 		Namespace: "ns", Name: "child",
 		OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: largeData.GroupVersion().String(), Kind: largeData.Kind, Name: "owner",
+			APIVersion: widget.GroupVersion().String(), Kind: widget.Kind, Name: "owner",
 			UID: owner.UID, Controller: ptrTo(true),
 		}},
 	}}

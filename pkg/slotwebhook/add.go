@@ -16,8 +16,8 @@ const Path = "/mutate-slot-label"
 // Routing a kind the spec does not name costs a round trip and changes
 // nothing; a kind the spec names but the configuration does not route is
 // labelled by the labeler only. An operator generates the configuration
-// from markers of its own (cmd/largedata-operator/webhook.go has the
-// example operator's, docs/implement-sharding.md says how), with the match
+// from markers of its own (for example, cmd/largedata-operator/webhook.go
+// has the example operator's; docs/implement-sharding.md says how), with the match
 // conditions MatchSlotLabelTouched and MatchHasController:
 //
 // Sharded kinds go through on CREATE and UPDATE, but the matchCondition,

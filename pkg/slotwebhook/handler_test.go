@@ -20,9 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
@@ -30,16 +30,16 @@ import (
 const slots = 1024
 
 var (
-	ringKey     = types.NamespacedName{Namespace: "kubeshard-system", Name: "largedata"}
-	largeDataGK = schema.GroupVersionKind{Group: "data.kubeshard.dev", Version: "v1alpha1", Kind: "LargeData"}
+	ringKey     = types.NamespacedName{Namespace: "kubeshard-system", Name: "widgets"}
+	widgetGK    = schema.GroupVersionKind{Group: "example.kubeshard.dev", Version: "v1", Kind: "Widget"}
 	configMapGK = schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
 	deployGK    = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
 )
 
 func testMapper() meta.RESTMapper {
 	m := meta.NewDefaultRESTMapper(nil)
-	gvr := largeDataGK.GroupVersion().WithResource("largedata")
-	m.AddSpecific(largeDataGK, gvr, gvr, meta.RESTScopeNamespace)
+	gvr := widgetGK.GroupVersion().WithResource("widgets")
+	m.AddSpecific(widgetGK, gvr, gvr, meta.RESTScopeNamespace)
 	m.Add(configMapGK, meta.RESTScopeNamespace)
 	m.Add(deployGK, meta.RESTScopeNamespace)
 	return m
@@ -51,7 +51,7 @@ func testRing() *shardingv1alpha1.ShardRing {
 		Spec: shardingv1alpha1.ShardRingSpec{
 			Slots: slots,
 			Resources: []shardingv1alpha1.ShardedResource{{
-				GroupResource: shardingv1alpha1.GroupResource{Group: "data.kubeshard.dev", Resource: "largedata"},
+				GroupResource: shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "widgets"},
 				Children:      []shardingv1alpha1.GroupResource{{Resource: "configmaps"}},
 			}},
 		},
@@ -63,7 +63,7 @@ type fixture struct {
 	reg *prometheus.Registry
 }
 
-func newFixture(t *testing.T, reader client.Reader) fixture {
+func newFixture(t testing.TB, reader client.Reader) fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	h, err := New(reader, testMapper(), Options{Ring: ringKey, Registerer: reg})
@@ -74,7 +74,7 @@ func newFixture(t *testing.T, reader client.Reader) fixture {
 }
 
 func fakeReader(objs ...client.Object) client.WithWatch {
-	return fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithObjects(objs...).Build()
+	return fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithObjects(objs...).Build()
 }
 
 func request(t *testing.T, op admissionv1.Operation, gvk schema.GroupVersionKind, resource string, obj, old runtime.Object) admission.Request {
@@ -132,11 +132,11 @@ func admitted(t *testing.T, req admission.Request, resp admission.Response) map[
 	return out.Labels
 }
 
-func largeData(name string, labels map[string]string) *datav1alpha1.LargeData {
-	return &datav1alpha1.LargeData{
-		TypeMeta:   metav1.TypeMeta{APIVersion: largeDataGK.GroupVersion().String(), Kind: largeDataGK.Kind},
+func widget(name string, labels map[string]string) *testkind.Widget {
+	return &testkind.Widget{
+		TypeMeta:   metav1.TypeMeta{APIVersion: widgetGK.GroupVersion().String(), Kind: widgetGK.Kind},
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, Labels: labels},
-		Spec:       datav1alpha1.LargeDataSpec{Items: 10},
+		Spec:       testkind.WidgetSpec{Size: 10},
 	}
 }
 
@@ -159,9 +159,9 @@ func slotValue(ns, name string) string { return slotlabel.Value(ring.Slot(ns, na
 
 func TestHandle(t *testing.T) {
 	want := slotValue("team-a", "dataset")
-	generated := largeData("", nil)
+	generated := widget("", nil)
 	generated.GenerateName = "dataset-"
-	noNamespace := largeData("dataset", nil)
+	noNamespace := widget("dataset", nil)
 	noNamespace.Namespace = ""
 
 	for _, tc := range []struct {
@@ -174,38 +174,38 @@ func TestHandle(t *testing.T) {
 		{
 			name: "create without labels",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Create, largeDataGK, "largedata", largeData("dataset", nil), nil)
+				return request(t, admissionv1.Create, widgetGK, "widgets", widget("dataset", nil), nil)
 			},
 			wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want}, wantPatch: true, wantResult: resultLabelled,
 		},
 		{
 			name: "create keeps the other labels",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Create, largeDataGK, "largedata",
-					largeData("dataset", map[string]string{"team": "a"}), nil)
+				return request(t, admissionv1.Create, widgetGK, "widgets",
+					widget("dataset", map[string]string{"team": "a"}), nil)
 			},
 			wantLabels: map[string]string{"team": "a", shardingv1alpha1.LabelSlot: want}, wantPatch: true, wantResult: resultLabelled,
 		},
 		{
 			name: "create with a client-chosen slot: overwritten",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Create, largeDataGK, "largedata",
-					largeData("dataset", map[string]string{shardingv1alpha1.LabelSlot: "not-mine"}), nil)
+				return request(t, admissionv1.Create, widgetGK, "widgets",
+					widget("dataset", map[string]string{shardingv1alpha1.LabelSlot: "not-mine"}), nil)
 			},
 			wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want}, wantPatch: true, wantResult: resultLabelled,
 		},
 		{
 			name: "create with the right slot: unchanged",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Create, largeDataGK, "largedata",
-					largeData("dataset", map[string]string{shardingv1alpha1.LabelSlot: want}), nil)
+				return request(t, admissionv1.Create, widgetGK, "widgets",
+					widget("dataset", map[string]string{shardingv1alpha1.LabelSlot: want}), nil)
 			},
 			wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want}, wantResult: resultUnchanged,
 		},
 		{
 			name: "create without namespace in the object takes the request's",
 			req: func(t *testing.T) admission.Request {
-				r := request(t, admissionv1.Create, largeDataGK, "largedata", noNamespace, nil)
+				r := request(t, admissionv1.Create, widgetGK, "widgets", noNamespace, nil)
 				r.Namespace = "team-a"
 				return r
 			},
@@ -214,18 +214,18 @@ func TestHandle(t *testing.T) {
 		{
 			name: "update that removed the label: restored",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Update, largeDataGK, "largedata",
-					largeData("dataset", map[string]string{"team": "a"}),
-					largeData("dataset", map[string]string{"team": "a", shardingv1alpha1.LabelSlot: want}))
+				return request(t, admissionv1.Update, widgetGK, "widgets",
+					widget("dataset", map[string]string{"team": "a"}),
+					widget("dataset", map[string]string{"team": "a", shardingv1alpha1.LabelSlot: want}))
 			},
 			wantLabels: map[string]string{"team": "a", shardingv1alpha1.LabelSlot: want}, wantPatch: true, wantResult: resultLabelled,
 		},
 		{
 			name: "update that changed the label: restored",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Update, largeDataGK, "largedata",
-					largeData("dataset", map[string]string{shardingv1alpha1.LabelSlot: "3"}),
-					largeData("dataset", map[string]string{shardingv1alpha1.LabelSlot: want}))
+				return request(t, admissionv1.Update, widgetGK, "widgets",
+					widget("dataset", map[string]string{shardingv1alpha1.LabelSlot: "3"}),
+					widget("dataset", map[string]string{shardingv1alpha1.LabelSlot: want}))
 			},
 			wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want}, wantPatch: true, wantResult: resultLabelled,
 		},
@@ -233,7 +233,7 @@ func TestHandle(t *testing.T) {
 			name: "child takes its owner's slot",
 			req: func(t *testing.T) admission.Request {
 				return request(t, admissionv1.Create, configMapGK, "configmaps",
-					configMap("dataset-summary", &largeDataGK, "dataset"), nil)
+					configMap("dataset-summary", &widgetGK, "dataset"), nil)
 			},
 			wantLabels: map[string]string{"app": "x", shardingv1alpha1.LabelSlot: want}, wantPatch: true, wantResult: resultLabelled,
 		},
@@ -255,7 +255,7 @@ func TestHandle(t *testing.T) {
 		{
 			name: "generateName: no name yet, allowed unchanged",
 			req: func(t *testing.T) admission.Request {
-				return request(t, admissionv1.Create, largeDataGK, "largedata", generated, nil)
+				return request(t, admissionv1.Create, widgetGK, "widgets", generated, nil)
 			},
 			wantResult: resultSkipped,
 		},
@@ -270,7 +270,7 @@ func TestHandle(t *testing.T) {
 		{
 			name: "status update: unchanged",
 			req: func(t *testing.T) admission.Request {
-				r := request(t, admissionv1.Update, largeDataGK, "largedata", largeData("dataset", nil), largeData("dataset", nil))
+				r := request(t, admissionv1.Update, widgetGK, "widgets", widget("dataset", nil), widget("dataset", nil))
 				r.SubResource = "status"
 				return r
 			},
@@ -303,7 +303,7 @@ func TestHandleAllowsOnFailure(t *testing.T) {
 		{name: "ring missing", reader: fakeReader(), wantResult: resultSkipped},
 		{
 			name: "ring unreadable",
-			reader: fake.NewClientBuilder().WithScheme(testenv.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
+			reader: fake.NewClientBuilder().WithScheme(testkind.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
 				Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
 					return errors.New("connection refused")
 				},
@@ -323,7 +323,7 @@ func TestHandleAllowsOnFailure(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.reader)
-			req := request(t, admissionv1.Create, largeDataGK, "largedata", largeData("dataset", nil), nil)
+			req := request(t, admissionv1.Create, widgetGK, "widgets", widget("dataset", nil), nil)
 			resp := f.h.Handle(t.Context(), req)
 			if !resp.Allowed || len(resp.Patches) > 0 {
 				t.Errorf("response = allowed %v with %d patches, want allowed unchanged", resp.Allowed, len(resp.Patches))
@@ -342,7 +342,7 @@ func TestHandleFollowsRingSpecChanges(t *testing.T) {
 	c := fakeReader(sr)
 	f := newFixture(t, c)
 	child := func() admission.Request {
-		return request(t, admissionv1.Create, configMapGK, "configmaps", configMap("summary", &largeDataGK, "dataset"), nil)
+		return request(t, admissionv1.Create, configMapGK, "configmaps", configMap("summary", &widgetGK, "dataset"), nil)
 	}
 	if resp := f.h.Handle(ctx, child()); len(resp.Patches) > 0 {
 		t.Fatalf("a ConfigMap was labelled while the ring lists no children: %v", resp.Patches)
@@ -387,13 +387,13 @@ func TestHandleByUID(t *testing.T) {
 	sr.Spec.SelectorMode = shardingv1alpha1.SelectorModeShardSelector
 	f := newFixture(t, fakeReader(sr))
 
-	req := request(t, admissionv1.Create, largeDataGK, "largedata", largeData("dataset", nil), nil)
+	req := request(t, admissionv1.Create, widgetGK, "widgets", widget("dataset", nil), nil)
 	resp := f.h.Handle(t.Context(), req)
 	if got := admitted(t, req, resp); len(got) != 0 || len(resp.Patches) > 0 {
-		t.Errorf("a LargeData was given labels %v (patch %v); selectorMode ShardSelector labels none", got, resp.Patches)
+		t.Errorf("a Widget was given labels %v (patch %v); selectorMode ShardSelector labels none", got, resp.Patches)
 	}
 
-	req = request(t, admissionv1.Create, configMapGK, "configmaps", configMap("summary", &largeDataGK, "dataset"), nil)
+	req = request(t, admissionv1.Create, configMapGK, "configmaps", configMap("summary", &widgetGK, "dataset"), nil)
 	want := slotlabel.Value(ring.UIDSlot("owner-uid", slots))
 	if got := admitted(t, req, f.h.Handle(t.Context(), req)); got[shardingv1alpha1.LabelSlot] != want {
 		t.Errorf("a child got slot label %q, want %q, the slot of its owner's uid", got[shardingv1alpha1.LabelSlot], want)

@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/test/localcluster"
 )
 
@@ -74,23 +75,25 @@ func buildSleeper(ctx context.Context, t *testing.T) string {
 	return bin
 }
 
-// eventually polls check every 200ms until it returns nil and fails the test
-// with check's last error after timeout.
+// eventually waits with testenv.Eventually until check returns nil, with
+// check's last error as the reason when it fails, and logs how long that
+// took. check's context ends with the wait, so that a request to a server
+// that hangs cannot outlast it.
 func eventually(ctx context.Context, t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	start := time.Now()
-	for {
+	why := ""
+	took := testenv.Eventually(t, timeout, what, func() (bool, string) {
 		err := check(ctx)
 		if err == nil {
-			t.Logf("%s after %s", what, time.Since(start).Round(time.Millisecond))
-			return
+			return true, ""
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		case <-time.After(200 * time.Millisecond):
+		// The last check runs after ctx ended: its error would only say so.
+		if ctx.Err() == nil || why == "" {
+			why = err.Error()
 		}
-	}
+		return false, why
+	})
+	t.Logf("%s after %s", what, took.Round(time.Millisecond))
 }

@@ -30,6 +30,7 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/internal/wirecount"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/shardcache"
@@ -119,8 +120,9 @@ func TestTheCacheFollowsTheServedSlots(t *testing.T) {
 			t.Errorf("Get %s of slot 7 = %v", inside, err)
 		}
 		want := fx.count(fx.largeData, seq(0, 15))
-		eventually(t, "every object of slots 0-15 is reconciled", func() bool {
-			return rec.reconciled(fx.objects(fx.largeData, seq(0, 15))) == want
+		testenv.Eventually(t, wait, "every object of slots 0-15 is reconciled", func() (bool, string) {
+			n := rec.reconciled(fx.objects(fx.largeData, seq(0, 15)))
+			return n == want, fmt.Sprintf("%d of %d", n, want)
 		})
 		if n := rec.reconciled(fx.objects(fx.largeData, seq(16, slots-1))); n != 0 {
 			t.Errorf("%d objects of unserved slots were reconciled", n)
@@ -134,7 +136,10 @@ func TestTheCacheFollowsTheServedSlots(t *testing.T) {
 		}
 		want := fx.count(fx.largeData, seq(16, 31))
 		sel := "largedata " + selector(seq(16, 31))
-		eventually(t, "the new group's lists and watches are counted", func() bool { return wire.objectsOf(sel) >= want })
+		testenv.Eventually(t, wait, "the new group's lists and watches are counted", func() (bool, string) {
+			n := wire.objectsOf(sel)
+			return n >= want, fmt.Sprintf("%d of %d objects received", n, want)
+		})
 		if got := wire.objectsOf(sel); got != want {
 			t.Errorf("the group of 16-31 received %d LargeData from the API server, want the %d of its slots", got, want)
 		}
@@ -144,8 +149,9 @@ func TestTheCacheFollowsTheServedSlots(t *testing.T) {
 		}
 		t.Logf("the group of slots 16-31 received %d LargeData (of %d in all)", wire.objectsOf(sel), fx.count(fx.largeData, seq(0, slots-1)))
 		checkList(t, ctx, reader, fx.largeData, seq(0, 31))
-		eventually(t, "every object of slots 16-31 is reconciled", func() bool {
-			return rec.reconciled(fx.objects(fx.largeData, seq(16, 31))) == want
+		testenv.Eventually(t, wait, "every object of slots 16-31 is reconciled", func() (bool, string) {
+			n := rec.reconciled(fx.objects(fx.largeData, seq(16, 31)))
+			return n == want, fmt.Sprintf("%d of %d", n, want)
 		})
 	})
 
@@ -164,13 +170,14 @@ func TestTheCacheFollowsTheServedSlots(t *testing.T) {
 
 		begin := time.Now()
 		oldSel := selector(seq(0, 15))
-		eventually(t, "the group of 0-15 is compacted and stopped", func() bool {
+		testenv.Eventually(t, wait, "the group of 0-15 is compacted and stopped", func() (bool, string) {
 			for _, g := range c.Groups() {
 				if slices.Contains(g.Slots, 0) {
-					return false
+					return false, fmt.Sprintf("a group still serves slots %v", g.Slots)
 				}
 			}
-			return wire.openOf("largedata "+oldSel) == 0 && wire.openOf("configmaps "+oldSel) == 0
+			ld, cm := wire.openOf("largedata "+oldSel), wire.openOf("configmaps "+oldSel)
+			return ld == 0 && cm == 0, fmt.Sprintf("the old group still has %d LargeData and %d ConfigMap watches open", ld, cm)
 		})
 		t.Logf("compacted %v after RemoveSlots (CompactAfter 1s)", time.Since(begin).Round(time.Millisecond))
 		var replacement *shardcache.GroupStatus
@@ -200,8 +207,9 @@ func TestTheCacheFollowsTheServedSlots(t *testing.T) {
 		unserved := createLargeData(t, ctx, 40, "late")
 		removed := createLargeData(t, ctx, 3, "late")
 		served := createLargeData(t, ctx, 20, "late")
-		eventually(t, "the new object of served slot 20 is reconciled", func() bool {
-			return rec.reconciled([]types.NamespacedName{served}) == 1
+		testenv.Eventually(t, wait, "the new object of served slot 20 is reconciled", func() (bool, string) {
+			n := rec.reconciled([]types.NamespacedName{served})
+			return n == 1, fmt.Sprintf("reconciled %d times", n)
 		})
 		never(t, "a new object of an unserved slot was reconciled", func() bool {
 			return rec.reconciled([]types.NamespacedName{unserved, removed}) != 0
@@ -233,8 +241,9 @@ func TestTheCacheFollowsTheServedSlots(t *testing.T) {
 			}
 		}
 		// A child is named after its owner.
-		eventually(t, "the owner of the served child is reconciled", func() bool {
-			return rec.since(before, []types.NamespacedName{servedChild}) == 1
+		testenv.Eventually(t, wait, "the owner of the served child is reconciled", func() (bool, string) {
+			n := rec.since(before, []types.NamespacedName{servedChild})
+			return n == 1, fmt.Sprintf("reconciled %d times", n)
 		})
 		never(t, "the owner of an unserved child was reconciled", func() bool {
 			return rec.since(before, []types.NamespacedName{unservedChild}) != 0
@@ -548,16 +557,8 @@ func (w *wire) openOf(key string) int {
 	return w.open[key]
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// wait bounds a wait for the cache and the controller on top of it.
+const wait = 20 * time.Second
 
 // never checks that cond stays false for a second, long enough for an
 // event in flight to be reconciled.
