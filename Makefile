@@ -69,8 +69,21 @@ unit: ## Run the unit tests with the race detector: no control plane, about thre
 	go test -race -short $(GO_TEST_FLAGS) $(UNIT_PKGS)
 
 .PHONY: test
-test: k8s-bins test-deps unit ## Run every test: unit (with -race), integration on a real API server, the short end-to-end set.
+test: k8s-bins test-deps unit ## Run every test: unit (with -race), fuzzing briefly, integration on a real API server, the short end-to-end set.
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	go test $(GO_TEST_FLAGS) $(SYSTEM_PKGS)
+
+# Every parser of what kubeshard reads from outside, as package:FuzzTarget.
+FUZZ_TARGETS := ./pkg/ring:FuzzParseRanges ./pkg/ring:FuzzShardSelector ./pkg/slotlabel:FuzzRead \
+	./pkg/membership:FuzzTrackerObserve ./pkg/slotwebhook:FuzzHandle
+FUZZTIME ?= 1m
+
+.PHONY: fuzz
+fuzz: ## Fuzz every parser of outside input for FUZZTIME each (default 1m; make test runs 5s each).
+	@for t in $(FUZZ_TARGETS); do \
+		echo "go test -run '^$$' -fuzz '^$${t#*:}$$' -fuzztime $(FUZZTIME) $${t%%:*}"; \
+		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || exit 1; \
+	done
 
 .PHONY: test-deps
 test-deps: ## Install what the tests need and Go cannot build (PostgreSQL, Prometheus), or say how.

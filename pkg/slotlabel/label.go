@@ -28,14 +28,17 @@ func SetSlotLabel(obj metav1.Object, slot int) (changed bool) {
 }
 
 // Read returns obj's slot label parsed, and whether it holds a slot of
-// a ring with the given number of slots.
+// a ring with the given number of slots, written as Value writes it. A label
+// such as "007" is not slot 7: members select their objects by the label's
+// exact text, so no member would see the object, and the labeler must
+// rewrite it rather than take it for correct.
 func Read(obj metav1.Object, slots int) (slot int, ok bool) {
 	v, ok := obj.GetLabels()[shardingv1alpha1.LabelSlot]
 	if !ok {
 		return 0, false
 	}
 	slot, err := strconv.Atoi(v)
-	if err != nil || slot < 0 || slot >= slots {
+	if err != nil || slot < 0 || slot >= slots || Value(slot) != v {
 		return 0, false
 	}
 	return slot, true
