@@ -19,7 +19,6 @@ import (
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/pkg/coordinator"
 	"github.com/kubeshard/kubeshard/pkg/labeler"
-	"github.com/kubeshard/kubeshard/pkg/membership"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/serving"
 	"github.com/kubeshard/kubeshard/pkg/slotwebhook"
@@ -213,28 +212,4 @@ func ReadRing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, key
 		return nil, fmt.Errorf("reading ShardRing %s (apply it before starting the operator): %w", key, err)
 	}
 	return sr, nil
-}
-
-// client-go's leader election records its events through the core Events API.
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=system
-
-// ElectCoordinator turns on the manager's leader election, which picks the
-// ring's coordinator, and ties it to the ring: the election Lease
-// "<ring>-coordinator" in the ring's namespace, released at once when the
-// manager stops, renewed on a connection of its own (cfg's, not shared with
-// the manager's lists and watches), and timed like the member Leases from
-// the ring's leaseDurationSeconds. A coordinator lost with its process is
-// then replaced about as fast as any member's loss is noticed, instead of
-// after controller-runtime's default 15 s lease whatever the ring says.
-func ElectCoordinator(opts *ctrl.Options, cfg *rest.Config, sr *shardingv1alpha1.ShardRing) {
-	lease, _ := leaseTimings(sr)
-	renewDeadline, retryPeriod := membership.Timings(lease)
-	opts.LeaderElection = true
-	opts.LeaderElectionID = sr.Name + "-coordinator"
-	opts.LeaderElectionNamespace = sr.Namespace
-	opts.LeaderElectionReleaseOnCancel = true
-	opts.LeaderElectionConfig = ownConnection(cfg)
-	opts.LeaseDuration = &lease
-	opts.RenewDeadline = &renewDeadline
-	opts.RetryPeriod = &retryPeriod
 }

@@ -74,7 +74,9 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 	}
 	mgrOpts.Cache.ByObject[&shardingv1alpha1.ShardRing{}] = cache.ByObject{Namespaces: map[string]cache.Config{sr.Namespace: {}}}
 	if !opts.DisableCoordinator {
-		ElectCoordinator(mgrOpts, cfg, sr)
+		if err := ElectCoordinator(mgrOpts, cfg, sr); err != nil {
+			return nil, err
+		}
 	}
 	mgrOpts.Controller.NeedLeaderElection = ptr.To(false)
 	_, renewDeadline := leaseTimings(sr)

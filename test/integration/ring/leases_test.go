@@ -102,7 +102,9 @@ func TestTheCoordinatorWatchesOnlyItsRingsLeases(t *testing.T) {
 	cfg.Wrap(wire.wrap)
 	// JSON, which the wire reader decodes, rather than protobuf.
 	cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
-	sharding.ElectCoordinator(&opts, cfg, sr)
+	if err := sharding.ElectCoordinator(&opts, cfg, sr); err != nil {
+		t.Fatal(err)
+	}
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -133,7 +133,9 @@ func (c *cluster) start(name string) *member {
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	}
 	// The coordinator's election timed by the ring's 6 s lease.
-	sharding.ElectCoordinator(&opts, cfg, c.get())
+	if err := sharding.ElectCoordinator(&opts, cfg, c.get()); err != nil {
+		c.t.Fatal(err)
+	}
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		c.t.Fatal(err)
