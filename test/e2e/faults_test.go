@@ -36,49 +36,13 @@ func TestPausedMemberFencesItself(t *testing.T) {
 
 func pauseMember(t *testing.T, coordinator bool) {
 	ctx := t.Context()
-	const objects = 100
 	scenario := "sigstop"
 	if coordinator {
 		scenario = "sigstop-coordinator"
 	}
-	ns := createRing(t, env.Client, "e2e-"+scenario, leaseSeconds)
-	journals := t.TempDir()
-	replicas := map[string]*replica{}
-	members := []string{"op-0", "op-1", "op-2"}
-	for _, name := range members {
-		replicas[name] = startReplica(t, ns, name, journalFlag(journals, name))
-	}
-	waitFor(t, 60*time.Second, "three replicas share the ring", func() (bool, string) {
-		return settled(ctx, env.Client, ns, members...)
-	})
-	createDatasets(t, env.Client, ns, objects)
-	waitReconciled(t, env.Client, ns, objects, 60*time.Second)
-
-	victim := pickVictim(t, ns, replicas, coordinator)
-	victimSlots := memberSlots(t, env.Client, ns, victim)
-	load := startLoad(t, env.Client, ns)
-	time.Sleep(2 * time.Second)
-
-	replicas[victim].signal(syscall.SIGSTOP)
-	paused := time.Now()
-	// Created the moment it froze: a user waits for these.
-	atPause := createInSlots(t, env.Client, ns, "at-pause", victimSlots, 5)
-	// Waits longer than the limit, so that a slow takeover is measured and
-	// reported rather than cut short.
-	waitFor(t, 3*lease+30*time.Second, "the others take over the paused member's slots", func() (bool, string) {
-		return servedWithout(ctx, env.Client, ns, victim)
-	})
-	takeover := time.Since(paused)
-	if takeover > recoveryLimit {
-		t.Errorf("the slots of the paused member were served again %s after SIGSTOP, want at most %s", takeover.Round(time.Millisecond), recoveryLimit)
-	}
-	waitFor(t, 60*time.Second, "objects created in the paused member's slots are reconciled", func() (bool, string) {
-		return namesReconciled(ctx, env.Client, ns, atPause)
-	})
-	readyAfter := time.Since(paused)
-	if readyAfter > readyLimit {
-		t.Errorf("objects created in the paused member's slots were reconciled %s after SIGSTOP, want at most %s", readyAfter.Round(time.Millisecond), readyLimit)
-	}
+	f := loseMember(t, scenario, syscall.SIGSTOP, coordinator)
+	ns, journals, replicas, members, victim, victimSlots, load := f.ns, f.journals, f.replicas, f.members, f.victim, f.slots, f.load
+	paused, takeover, readyAfter := f.at, f.servedAgain, f.readyAfter
 	// Objects of the paused member's slots, created after the takeover, are
 	// reconciled by the others while it is still frozen.
 	inItsSlots := createInSlots(t, env.Client, ns, "paused", victimSlots, 5)
@@ -307,45 +271,9 @@ watching:
 // it died are reconciled, within the lease and a few seconds.
 func TestKilledCoordinator(t *testing.T) {
 	fullSet(t)
-	ctx := t.Context()
-	const objects = 100
-	ns := createRing(t, env.Client, "e2e-kill-coordinator", leaseSeconds)
-	journals := t.TempDir()
-	replicas := map[string]*replica{}
-	members := []string{"op-0", "op-1", "op-2"}
-	for _, name := range members {
-		replicas[name] = startReplica(t, ns, name, journalFlag(journals, name))
-	}
-	waitFor(t, 60*time.Second, "three replicas share the ring", func() (bool, string) {
-		return settled(ctx, env.Client, ns, members...)
-	})
-	createDatasets(t, env.Client, ns, objects)
-	waitReconciled(t, env.Client, ns, objects, 60*time.Second)
-
-	victim := pickVictim(t, ns, replicas, true)
-	victimSlots := memberSlots(t, env.Client, ns, victim)
-	load := startLoad(t, env.Client, ns)
-	time.Sleep(2 * time.Second)
-
-	replicas[victim].signal(syscall.SIGKILL)
-	killed := time.Now()
-	atKill := createInSlots(t, env.Client, ns, "at-kill", victimSlots, 5)
-	waitFor(t, 3*lease+30*time.Second, "the survivors take over the coordinator's slots", func() (bool, string) {
-		return servedWithout(ctx, env.Client, ns, victim)
-	})
-	servedAgain := time.Since(killed)
-	if servedAgain > recoveryLimit {
-		t.Errorf("the slots of the killed coordinator were served again %s after SIGKILL, want at most %s (lease %s + 5s)",
-			servedAgain.Round(time.Millisecond), recoveryLimit, lease)
-	}
-	waitFor(t, 60*time.Second, "objects created in the killed coordinator's slots are reconciled", func() (bool, string) {
-		return namesReconciled(ctx, env.Client, ns, atKill)
-	})
-	readyAfter := time.Since(killed)
-	if readyAfter > readyLimit {
-		t.Errorf("objects created in the killed coordinator's slots were reconciled %s after SIGKILL, want at most %s",
-			readyAfter.Round(time.Millisecond), readyLimit)
-	}
+	f := loseMember(t, "kill-coordinator", syscall.SIGKILL, true)
+	ns, journals, replicas, victim, load := f.ns, f.journals, f.replicas, f.victim, f.load
+	servedAgain, readyAfter := f.servedAgain, f.readyAfter
 	delete(replicas, victim)
 	newCoord := waitCoordinator(t, ns, replicas)
 
@@ -359,6 +287,69 @@ func TestKilledCoordinator(t *testing.T) {
 	figures(t, "kill-9-coordinator", append(append([]any{"members", 3, "killed", victim, "lease", lease,
 		"servedAgain", servedAgain, "createdAtKillReadyAfter", readyAfter, "limit", recoveryLimit,
 		"newCoordinator", newCoord}, load.figures()...), journalFigures(report)...)...)
+}
+
+// fault is a member lost under load: what loseMember set up and measured.
+type fault struct {
+	ns, journals, victim string
+	members              []string
+	replicas             map[string]*replica
+	slots                []int // the victim's
+	load                 *load
+	at                   time.Time // when the victim got its signal
+	// servedAgain is from the signal to the others serving the victim's
+	// slots; readyAfter to 5 objects created in them at the signal reconciled.
+	servedAgain, readyAfter time.Duration
+}
+
+// loseMember starts three members of a new ring, creates datasets, starts a
+// load of creates and updates, and sends sig to one member (the coordinator
+// if coordinator is true, else another). It waits until the others serve
+// the victim's slots and until 5 objects created in those slots at the
+// signal are reconciled, reports either if it took longer than the failure
+// model allows, and returns what the scenario needs to go on.
+func loseMember(t *testing.T, scenario string, sig syscall.Signal, coordinator bool) *fault {
+	t.Helper()
+	ctx := t.Context()
+	f := &fault{members: []string{"op-0", "op-1", "op-2"}, replicas: map[string]*replica{}, journals: t.TempDir()}
+	f.ns = createRing(t, env.Client, "e2e-"+scenario, leaseSeconds)
+	for _, name := range f.members {
+		f.replicas[name] = startReplica(t, f.ns, name, journalFlag(f.journals, name))
+	}
+	waitFor(t, 60*time.Second, "three replicas share the ring", func() (bool, string) {
+		return settled(ctx, env.Client, f.ns, f.members...)
+	})
+	createDatasets(t, env.Client, f.ns, 100)
+	waitReconciled(t, env.Client, f.ns, 100, 60*time.Second)
+
+	f.victim = pickVictim(t, f.ns, f.replicas, coordinator)
+	f.slots = memberSlots(t, env.Client, f.ns, f.victim)
+	f.load = startLoad(t, env.Client, f.ns)
+	time.Sleep(2 * time.Second)
+
+	f.replicas[f.victim].signal(sig)
+	f.at = time.Now()
+	// Created the moment it was lost: a user waits for these.
+	atFault := createInSlots(t, env.Client, f.ns, "at-fault", f.slots, 5)
+	// Waits longer than the limits, so that a slow takeover is measured and
+	// reported rather than cut short.
+	waitFor(t, 3*lease+30*time.Second, "the others take over the lost member's slots", func() (bool, string) {
+		return servedWithout(ctx, env.Client, f.ns, f.victim)
+	})
+	f.servedAgain = time.Since(f.at)
+	if f.servedAgain > recoveryLimit {
+		t.Errorf("the slots of %s were served again %s after %s, want at most %s (lease %s + 5s)",
+			f.victim, f.servedAgain.Round(time.Millisecond), sig, recoveryLimit, lease)
+	}
+	waitFor(t, 60*time.Second, "objects created in the lost member's slots are reconciled", func() (bool, string) {
+		return namesReconciled(ctx, env.Client, f.ns, atFault)
+	})
+	f.readyAfter = time.Since(f.at)
+	if f.readyAfter > readyLimit {
+		t.Errorf("objects created in the slots of %s were reconciled %s after %s, want at most %s",
+			f.victim, f.readyAfter.Round(time.Millisecond), sig, readyLimit)
+	}
+	return f
 }
 
 // pickVictim returns the coordinator when coordinator is true, else a
