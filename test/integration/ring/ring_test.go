@@ -330,17 +330,36 @@ func TestMembersShareSlotsThroughJoinLeaveAndFailover(t *testing.T) {
 	}
 	assertEvent(t, c.ns, "MemberLeft")
 
-	// Coordinator failover in the middle of a handover.
+	// Coordinator failover in the middle of a handover. A handover can
+	// complete within milliseconds, so the test watches the ring rather than
+	// polls it, and stops the coordinator at the first status with a move to
+	// the newcomer.
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(t.Context(), &shardingv1alpha1.ShardRingList{}, client.InNamespace(c.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.start("op-5")
-	testenv.Eventually(t, 20*time.Second, "a handover to op-5 in progress", func() (bool, string) {
-		sr := c.get()
-		for _, mv := range sr.Status.Moves {
-			if mv.To == "op-5" {
-				return true, ""
+	inProgress := false
+	for timeout := time.After(20 * time.Second); !inProgress; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("the ShardRing watch ended")
 			}
+			if sr, isRing := ev.Object.(*shardingv1alpha1.ShardRing); isRing {
+				for _, mv := range sr.Status.Moves {
+					inProgress = inProgress || mv.To == "op-5"
+				}
+			}
+		case <-timeout:
+			t.Fatal("no handover to op-5 within 20s of its start")
 		}
-		return false, fmt.Sprintf("moves %v", sr.Status.Moves)
-	})
+	}
+	w.Stop()
 	var leader string
 	for _, m := range c.running() {
 		if m.elected() {
