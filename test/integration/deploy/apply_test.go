@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -93,6 +94,21 @@ func (r *warningRecorder) take() []string {
 	return w
 }
 
+// applyForReal applies the build's Namespace, ServiceAccount and RBAC, and
+// its objects of the other kinds named, for real (not a dry run).
+func applyForReal(t *testing.T, m manifest, kinds ...string) {
+	t.Helper()
+	kinds = append(kinds, "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+	for _, u := range m.objs {
+		if !slices.Contains(kinds, u.GetKind()) {
+			continue
+		}
+		if err := env.Client.Apply(t.Context(), client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.ForceOwnership, client.FieldOwner(fieldOwner)); err != nil {
+			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
 // TestOperatorPermissions applies the base's RBAC for real and asks the API
 // server (SubjectAccessReview) whether the operator's ServiceAccount may do
 // what the operator does, and nothing more: the ring's Role grants Leases,
@@ -102,14 +118,7 @@ func TestOperatorPermissions(t *testing.T) {
 	ctx := t.Context()
 	m := build(t, "deploy/base")
 	sts, _ := operator(t, m)
-	for _, u := range m.objs {
-		switch u.GetKind() {
-		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.ForceOwnership, client.FieldOwner(fieldOwner)); err != nil {
-				t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
-			}
-		}
-	}
+	applyForReal(t, m)
 
 	sa := sts.Spec.Template.Spec.ServiceAccountName
 	ns := sts.Namespace
@@ -180,14 +189,7 @@ func TestAMemberRunsOnTheBuildsPermissions(t *testing.T) {
 	ctx := t.Context()
 	m := build(t, "deploy/base")
 	sts, _ := operator(t, m)
-	for _, u := range m.objs {
-		switch u.GetKind() {
-		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ShardRing":
-			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.ForceOwnership, client.FieldOwner(fieldOwner)); err != nil {
-				t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
-			}
-		}
-	}
+	applyForReal(t, m, "ShardRing")
 	ns, sa := sts.Namespace, sts.Spec.Template.Spec.ServiceAccountName
 	ringName, _ := flagValue(sts.Spec.Template.Spec.Containers[0].Args, "ring")
 
