@@ -190,6 +190,15 @@ func TestAMemberRunsOnTheBuildsPermissions(t *testing.T) {
 	m := build(t, "deploy/base")
 	sts, _ := operator(t, m)
 	applyForReal(t, m, "ShardRing")
+	// The other tests dry-run the overlays' ShardRings, which a real one of
+	// another selectorMode would refuse (the field is immutable). Runs after
+	// the member has stopped (cleanups run last first).
+	t.Cleanup(func() {
+		sr := m.find("ShardRing", "largedata")
+		if err := env.Client.Delete(context.WithoutCancel(ctx), sr.DeepCopy()); client.IgnoreNotFound(err) != nil {
+			t.Errorf("deleting the ShardRing: %v", err)
+		}
+	})
 	ns, sa := sts.Namespace, sts.Spec.Template.Spec.ServiceAccountName
 	ringName, _ := flagValue(sts.Spec.Template.Spec.Containers[0].Args, "ring")
 
