@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testkind"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
@@ -99,4 +103,43 @@ func TestSetupWithManagerRefusesAManagerMadeWithoutSetup(t *testing.T) {
 		t.Errorf("Setup set leader election %v, ID %q, lease %s; want on, widgets-coordinator, the ring's 6 s",
 			opts.LeaderElection, opts.LeaderElectionID, *opts.LeaseDuration)
 	}
+}
+
+// A ring whose resources name a kind the API server does not serve, or one
+// the operator's scheme does not know, is refused at start with a message
+// that names it, before any member joins.
+func TestSetupRefusesARingOfUnknownKinds(t *testing.T) {
+	g := startGuide(t)
+	for _, tc := range []struct {
+		name     string
+		resource shardingv1alpha1.GroupResource
+		scheme   *runtime.Scheme
+		want     string
+	}{
+		{"a resource the API server does not serve", shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "gizmos"}, testkind.NewScheme(), "gizmos"},
+		{"a kind the scheme does not know", shardingv1alpha1.GroupResource{Group: "example.kubeshard.dev", Resource: "widgets"}, schemeWithoutWidgets(), "not in ctrl.Options.Scheme"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sr := &shardingv1alpha1.ShardRing{
+				ObjectMeta: metav1.ObjectMeta{Namespace: g.ns, Name: "odd-" + strings.ReplaceAll(tc.resource.Resource, ".", "-")},
+				Spec:       shardingv1alpha1.ShardRingSpec{Resources: []shardingv1alpha1.ShardedResource{{GroupResource: tc.resource}}},
+			}
+			if err := g.c.Create(t.Context(), sr); err != nil {
+				t.Fatal(err)
+			}
+			opts := ctrl.Options{Scheme: tc.scheme}
+			_, err := sharding.Setup(t.Context(), g.env.Config, &opts, sharding.Options{Ring: sr.Name, Namespace: g.ns, Member: "m-0"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Setup: %v, want an error that says %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// schemeWithoutWidgets knows the ShardRing but not the operator's kind.
+func schemeWithoutWidgets() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(s))
+	return s
 }
