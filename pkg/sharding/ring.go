@@ -199,9 +199,9 @@ func (r *Ring) Slots() int { return r.slots }
 // Agent returns the member's agent, for tests and diagnostics.
 func (r *Ring) Agent() *serving.Agent { return r.agent }
 
-// ReadRing reads a ShardRing directly from the API server. An operator's
-// main needs the ring's slot count before the manager exists, to configure
-// the sharded cache.
+// ReadRing reads a ShardRing directly from the API server, before any
+// manager or cache exists: Setup reads the ring with it, and so can a main
+// that configures its manager without Setup.
 func ReadRing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, key types.NamespacedName) (*shardingv1alpha1.ShardRing, error) {
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
