@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -154,6 +155,12 @@ func run() error {
 		// the shutdown's length.
 		ring, err = sharding.Setup(ctx, restCfg, &opts, sharding.Options{
 			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
+			// The webhook already patches every created LargeData (its slot
+			// label); the finalizer rides along instead of costing each
+			// object a write of its own.
+			AdmissionFinalizers: map[schema.GroupKind]string{
+				datav1alpha1.GroupVersion.WithKind("LargeData").GroupKind(): largedata.Finalizer,
+			},
 		})
 		if err != nil {
 			return err

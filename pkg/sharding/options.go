@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -32,6 +33,14 @@ type Options struct {
 	// Webhook registers the slot-label webhook on the manager's webhook
 	// server. Default false.
 	Webhook bool
+
+	// AdmissionFinalizers are finalizers the webhook sets on every CREATE of
+	// an object of these kinds (with Webhook; the webhook configuration must
+	// route their creates to it, also in selectorMode ShardSelector, where it
+	// sets no label), so that a reconciler does not spend a write per object
+	// adding its finalizer. The reconciler must still add it when missing,
+	// for objects admitted while the webhook was unreachable. Default: none.
+	AdmissionFinalizers map[schema.GroupKind]string
 
 	// RebalanceQuiet is how long membership must be quiet before a join or a
 	// leave moves slots (see coordinator.Options). Default 3s.

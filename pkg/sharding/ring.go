@@ -147,7 +147,9 @@ func (r *Ring) attach(mgr ctrl.Manager) error {
 		}
 	}
 	if opts.Webhook {
-		if err := slotwebhook.Add(mgr, slotwebhook.Options{Ring: key, Registerer: opts.Registerer}); err != nil {
+		if err := slotwebhook.Add(mgr, slotwebhook.Options{
+			Ring: key, Finalizers: opts.AdmissionFinalizers, Registerer: opts.Registerer,
+		}); err != nil {
 			return fmt.Errorf("adding the slot-label webhook: %w", err)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -29,6 +31,15 @@ type Options struct {
 	// Ring is the namespaced name of the ShardRing whose spec says which kinds
 	// are sharded and which are children. Required.
 	Ring types.NamespacedName
+
+	// Finalizers are set on every CREATE of an object of these kinds that
+	// lacks them, in the same patch as the slot label: an operator whose
+	// reconciler's first write would otherwise be its finalizer saves that
+	// write (and its watch event to every member) per object. The reconciler
+	// must still add the finalizer when it is missing: an object created
+	// while the webhook was unreachable is admitted without it
+	// (failurePolicy Ignore). Default: none.
+	Finalizers map[schema.GroupKind]string
 
 	// Registerer receives the webhook's metrics.
 	// Default: controller-runtime's metrics.Registry, which the manager serves.
@@ -56,8 +67,9 @@ type Handler struct {
 	// Mapper resolves the ring's resources to kinds.
 	Mapper meta.RESTMapper
 
-	ring    types.NamespacedName
-	metrics *metrics
+	ring       types.NamespacedName
+	finalizers map[schema.GroupKind]string
+	metrics    *metrics
 
 	mu sync.Mutex
 	// kinds were resolved from the ring's spec at generation seen: the spec
@@ -82,12 +94,13 @@ func New(reader client.Reader, mapper meta.RESTMapper, opts Options) (*Handler, 
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{Reader: reader, Mapper: mapper, ring: opts.Ring, metrics: m}, nil
+	return &Handler{Reader: reader, Mapper: mapper, ring: opts.Ring, finalizers: maps.Clone(opts.Finalizers), metrics: m}, nil
 }
 
 // Handle answers an admission request for a CREATE or UPDATE of an object:
 // it allows every request, with a JSON patch setting the slot label when the
-// object has a slot and its label is missing or wrong. A client cannot choose
+// object has a slot and its label is missing or wrong, and, on CREATE, the
+// finalizer Options.Finalizers names for the object's kind. A client cannot choose
 // its slot: whatever it wrote is overwritten. Recomputing on UPDATE is
 // correct because namespace, name and (in practice) the controller owner
 // never change.
@@ -122,31 +135,50 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		obj.Namespace = req.Namespace
 	}
 
+	gk := schema.GroupKind{Group: req.Kind.Group, Kind: req.Kind.Kind}
+	var patch []jsonpatch.JsonPatchOperation
+	// An object with neither name nor generateName has no metadata to patch,
+	// and the API server refuses it anyway.
+	named := obj.Name != "" || obj.GenerateName != ""
+	if f, ok := h.finalizers[gk]; ok && named && req.Operation == admissionv1.Create && !slices.Contains(obj.Finalizers, f) {
+		patch = append(patch, finalizerPatch(obj.Finalizers, f))
+	}
+
 	kinds, err := h.kindsFor(ctx)
 	if apierrors.IsNotFound(err) {
 		log.V(1).Info("ShardRing not found, allowing the object unlabelled")
-		return admission.Allowed(""), resultSkipped, nil
+		return admission.Patched("", patch...), resultSkipped, nil
 	}
 	if err != nil {
 		return admission.Response{}, resultError, err
 	}
 
-	gk := schema.GroupKind{Group: req.Kind.Group, Kind: req.Kind.Kind}
 	slot, ok := kinds.SlotOf(&obj, gk)
 	if !ok {
 		// An object created with generateName has no name yet: the API server
 		// generates it after admission. The labeler labels it.
 		log.V(1).Info("Object has no slot, allowing it unlabelled", "kind", gk.String(),
 			"generateName", obj.GenerateName)
-		return admission.Allowed(""), resultSkipped, nil
+		return admission.Patched("", patch...), resultSkipped, nil
 	}
 	want := slotlabel.Value(slot)
 	have, had := obj.Labels[shardingv1alpha1.LabelSlot]
 	if had && have == want {
-		return admission.Allowed(""), resultUnchanged, nil
+		return admission.Patched("", patch...), resultUnchanged, nil
 	}
 	log.V(1).Info("Setting slot label", "kind", gk.String(), "slot", slot, "previous", have)
-	return admission.Patched("", labelPatch(obj.Labels, want)), resultLabelled, nil
+	return admission.Patched("", append(patch, labelPatch(obj.Labels, want))...), resultLabelled, nil
+}
+
+// finalizerPatch returns the JSON patch that appends finalizer to the
+// object's finalizers.
+func finalizerPatch(finalizers []string, finalizer string) jsonpatch.JsonPatchOperation {
+	if len(finalizers) == 0 {
+		// "add" replaces an absent, null or empty finalizers member alike.
+		return jsonpatch.NewOperation("add", "/metadata/finalizers", []string{finalizer})
+	}
+	// "-" appends to the array (RFC 6902).
+	return jsonpatch.NewOperation("add", "/metadata/finalizers/-", finalizer)
 }
 
 // labelPatch returns the JSON patch that sets the slot label to value. It is

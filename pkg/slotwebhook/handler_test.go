@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -109,6 +110,13 @@ func request(t *testing.T, op admissionv1.Operation, gvk schema.GroupVersionKind
 // server does, and returns the resulting labels.
 func admitted(t *testing.T, req admission.Request, resp admission.Response) map[string]string {
 	t.Helper()
+	return admittedMeta(t, req, resp).Labels
+}
+
+// admittedMeta applies the response's patch to the request's object, as the
+// API server does, and returns the resulting metadata.
+func admittedMeta(t *testing.T, req admission.Request, resp admission.Response) metav1.ObjectMeta {
+	t.Helper()
 	if !resp.Allowed {
 		t.Fatalf("response denies the request: %+v", resp.Result)
 	}
@@ -129,7 +137,7 @@ func admitted(t *testing.T, req admission.Request, resp admission.Response) map[
 	if err := json.Unmarshal(obj, &out); err != nil {
 		t.Fatal(err)
 	}
-	return out.Labels
+	return out.ObjectMeta
 }
 
 func widget(name string, labels map[string]string) *testkind.Widget {
@@ -397,5 +405,122 @@ func TestHandleByUID(t *testing.T) {
 	want := slotlabel.Value(ring.UIDSlot("owner-uid", slots))
 	if got := admitted(t, req, f.h.Handle(t.Context(), req)); got[shardingv1alpha1.LabelSlot] != want {
 		t.Errorf("a child got slot label %q, want %q, the slot of its owner's uid", got[shardingv1alpha1.LabelSlot], want)
+	}
+}
+
+// The finalizer Options.Finalizers names is set on CREATE of its kind, in any
+// selector mode and whatever happens to the label, never twice and never on
+// UPDATE.
+func TestHandleSetsFinalizersOnCreate(t *testing.T) {
+	const finalizer = "example.kubeshard.dev/cleanup"
+	want := slotValue("team-a", "dataset")
+	withFinalizers := func(w *testkind.Widget, f ...string) *testkind.Widget { w.Finalizers = f; return w }
+	generated := widget("", nil)
+	generated.GenerateName = "dataset-"
+	byUID := testRing()
+	byUID.Spec.SelectorMode = shardingv1alpha1.SelectorModeShardSelector
+
+	for _, tc := range []struct {
+		name           string
+		ring           *shardingv1alpha1.ShardRing
+		req            func(t *testing.T) admission.Request
+		wantFinalizers []string
+		wantLabels     map[string]string
+	}{
+		{
+			name: "create: finalizer and label in one patch",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets", widget("dataset", nil), nil)
+			},
+			wantFinalizers: []string{finalizer}, wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want},
+		},
+		{
+			name: "create with the right label: finalizer only",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets",
+					widget("dataset", map[string]string{shardingv1alpha1.LabelSlot: want}), nil)
+			},
+			wantFinalizers: []string{finalizer}, wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want},
+		},
+		{
+			name: "create with other finalizers: appended",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets", withFinalizers(widget("dataset", nil), "other/keep"), nil)
+			},
+			wantFinalizers: []string{"other/keep", finalizer}, wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want},
+		},
+		{
+			name: "create with the finalizer already: not twice",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets", withFinalizers(widget("dataset", nil), finalizer), nil)
+			},
+			wantFinalizers: []string{finalizer}, wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want},
+		},
+		{
+			name: "update: the finalizer is the reconciler's to restore",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Update, widgetGK, "widgets", widget("dataset", nil),
+					widget("dataset", map[string]string{shardingv1alpha1.LabelSlot: want}))
+			},
+			wantLabels: map[string]string{shardingv1alpha1.LabelSlot: want},
+		},
+		{
+			name: "selectorMode ShardSelector: finalizer, no label",
+			ring: byUID,
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets", widget("dataset", nil), nil)
+			},
+			wantFinalizers: []string{finalizer},
+		},
+		{
+			name: "generateName: finalizer, the labeler labels later",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets", generated, nil)
+			},
+			wantFinalizers: []string{finalizer},
+		},
+		{
+			name: "no ShardRing: finalizer all the same",
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, widgetGK, "widgets", widget("dataset", nil), nil)
+			},
+			wantFinalizers: []string{finalizer},
+		},
+		{
+			name: "another kind: no finalizer",
+			ring: testRing(),
+			req: func(t *testing.T) admission.Request {
+				return request(t, admissionv1.Create, configMapGK, "configmaps", configMap("dataset-summary", &widgetGK, "dataset"), nil)
+			},
+			wantLabels: map[string]string{"app": "x", shardingv1alpha1.LabelSlot: want},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var objs []client.Object
+			if tc.ring != nil {
+				objs = append(objs, tc.ring)
+			}
+			h, err := New(fakeReader(objs...), testMapper(), Options{
+				Ring: ringKey, Registerer: prometheus.NewRegistry(),
+				Finalizers: map[schema.GroupKind]string{widgetGK.GroupKind(): finalizer},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := tc.req(t)
+			got := admittedMeta(t, req, h.Handle(t.Context(), req))
+			if !slices.Equal(got.Finalizers, tc.wantFinalizers) {
+				t.Errorf("finalizers after admission = %v, want %v", got.Finalizers, tc.wantFinalizers)
+			}
+			if !equalMaps(got.Labels, tc.wantLabels) {
+				t.Errorf("labels after admission = %v, want %v", got.Labels, tc.wantLabels)
+			}
+		})
 	}
 }

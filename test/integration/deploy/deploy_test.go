@@ -37,7 +37,8 @@ func TestDefault(t *testing.T) {
 }
 
 // TestShardSelector checks deploy/shardselector: deploy/default with the
-// ring in selectorMode ShardSelector, so no webhook for LargeData.
+// ring in selectorMode ShardSelector, so the webhook sees LargeData creates
+// only, for the finalizer (checkRing).
 func TestShardSelector(t *testing.T) {
 	m := build(t, "deploy/shardselector")
 	checkCommon(t, m)
@@ -236,3 +237,4 @@ func TestTheWebhookConfigurationKeepsTheLibrarysMatchConditions(t *testing.T) {
 		t.Errorf("webhook %s is not in the generated configuration", name)
 	}
 }
+

@@ -166,7 +166,8 @@ func checkHardening(t *testing.T, pod *corev1.PodSpec, c *corev1.Container) {
 }
 
 // checkRing checks that the ring the members look for is in the build, in
-// their namespace, and that the webhook labels every kind the ring shards.
+// their namespace, and that the webhook sees the creates of every kind the
+// ring shards.
 func checkRing(t *testing.T, m manifest) {
 	sts, c := operator(t, m)
 	name, ok := flagValue(c.Args, "ring")
@@ -188,39 +189,39 @@ func checkRing(t *testing.T, m manifest) {
 	for _, u := range m.all("MutatingWebhookConfiguration") {
 		webhooks = append(webhooks, typed[admissionregistrationv1.MutatingWebhookConfiguration](t, u).Webhooks...)
 	}
-	// Every sharded kind needs its slot label from the webhook on create,
-	// except the main kinds of a ring in selectorMode ShardSelector: the API
-	// server selects them by uid, and a webhook call would only add latency
-	// to each create.
+	// Every sharded kind goes through the webhook on create: for its slot
+	// label and, for the main kinds, the operator's finalizer. In selectorMode
+	// ShardSelector the API server selects the main kinds by uid and they carry
+	// no label, so every update of theirs would match the webhook's
+	// slot-label condition: they must be routed on create only.
 	byUID := ring.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector
-	labelled := func(gr shardingv1alpha1.GroupResource) bool {
-		return slices.ContainsFunc(webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return labelsOnCreate(w, gr) })
+	routed := func(gr shardingv1alpha1.GroupResource, op admissionregistrationv1.OperationType) bool {
+		return slices.ContainsFunc(webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return routes(w, gr, op) })
 	}
 	for _, r := range ring.Spec.Resources {
-		switch {
-		case byUID && labelled(r.GroupResource):
-			t.Errorf("a webhook is called on CREATE of %q/%q, which the ring selects by uid (selectorMode ShardSelector)", r.Group, r.Resource)
-		case !byUID && !labelled(r.GroupResource):
-			t.Errorf("no webhook labels %q/%q on CREATE, which the ring shards", r.Group, r.Resource)
+		if !routed(r.GroupResource, admissionregistrationv1.Create) {
+			t.Errorf("no webhook sees creates of %q/%q, which the ring shards: no slot label, no finalizer", r.Group, r.Resource)
+		}
+		if byUID && routed(r.GroupResource, admissionregistrationv1.Update) {
+			t.Errorf("a webhook is called on UPDATE of %q/%q, which the ring selects by uid (selectorMode ShardSelector)", r.Group, r.Resource)
 		}
 		for _, gr := range r.Children {
-			if !labelled(gr) {
+			if !routed(gr, admissionregistrationv1.Create) {
 				t.Errorf("no webhook labels %q/%q on CREATE, which the ring shards as a child", gr.Group, gr.Resource)
 			}
 		}
 	}
 }
 
-// labelsOnCreate says whether a webhook is called when an object of gr is
-// created.
-func labelsOnCreate(w admissionregistrationv1.MutatingWebhook, gr shardingv1alpha1.GroupResource) bool {
+// routes says whether a webhook is called for operation op on objects of gr.
+func routes(w admissionregistrationv1.MutatingWebhook, gr shardingv1alpha1.GroupResource, op admissionregistrationv1.OperationType) bool {
 	matches := func(list []string, s string) bool { return slices.Contains(list, s) || slices.Contains(list, "*") }
 	for _, r := range w.Rules {
 		ops := make([]string, 0, len(r.Operations))
-		for _, op := range r.Operations {
-			ops = append(ops, string(op))
+		for _, o := range r.Operations {
+			ops = append(ops, string(o))
 		}
-		if matches(r.APIGroups, gr.Group) && matches(r.Resources, gr.Resource) && matches(ops, string(admissionregistrationv1.Create)) {
+		if matches(r.APIGroups, gr.Group) && matches(r.Resources, gr.Resource) && matches(ops, string(op)) {
 			return true
 		}
 	}

@@ -2,12 +2,14 @@ package webhook
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -17,6 +19,7 @@ import (
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/pkg/largedata"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 	"github.com/kubeshard/kubeshard/pkg/slotwebhook"
@@ -57,7 +60,10 @@ func startWebhook(t *testing.T) *prometheus.Registry {
 		t.Fatalf("creating the manager: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	if err := slotwebhook.Add(mgr, slotwebhook.Options{Ring: client.ObjectKeyFromObject(sr), Registerer: reg}); err != nil {
+	if err := slotwebhook.Add(mgr, slotwebhook.Options{
+		Ring: client.ObjectKeyFromObject(sr), Registerer: reg,
+		Finalizers: map[schema.GroupKind]string{datav1alpha1.GroupVersion.WithKind("LargeData").GroupKind(): largedata.Finalizer},
+	}); err != nil {
 		t.Fatalf("adding the webhook: %v", err)
 	}
 	stopped := make(chan error, 1)
@@ -122,6 +128,11 @@ func TestSlotLabelWebhook(t *testing.T) {
 		wantLabel(t, ld, slotOf(namespace, "plain"))
 		if ld.Labels["team"] != "a" {
 			t.Errorf("the webhook dropped another label: %v", ld.Labels)
+		}
+		// No operator runs here: the object the create returns has the
+		// finalizer only if admission set it, so the operator need not write it.
+		if !slices.Equal(ld.Finalizers, []string{largedata.Finalizer}) {
+			t.Errorf("created with finalizers %v, want [%s] from the webhook", ld.Finalizers, largedata.Finalizer)
 		}
 	})
 
