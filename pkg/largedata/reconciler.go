@@ -123,7 +123,7 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, ld *datav1alpha1.Larg
 	defer cancel()
 	key := keyOf(ld)
 	wasInitialized := ld.Status.ObservedGeneration == ld.Generation &&
-		meta.IsStatusConditionTrue(ld.Status.Conditions, datav1alpha1.ConditionInitialized)
+		(ld.Status.Phase == datav1alpha1.PhaseProcessing || ld.Status.Phase == datav1alpha1.PhaseReady)
 	start := r.Clock.Now()
 	p, err := r.Store.Initialize(sctx, key, store.Target{Generation: ld.Generation, Seed: ld.Spec.Seed, Items: ld.Spec.Items}, r.opts.InitBatchSize)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -99,6 +100,14 @@ func (f *fixture) reconcileUntilDone(t *testing.T) int {
 	return 0
 }
 
+func conditionTypes(ld *datav1alpha1.LargeData) []string {
+	var types []string
+	for _, c := range ld.Status.Conditions {
+		types = append(types, c.Type)
+	}
+	return types
+}
+
 func wantCondition(t *testing.T, ld *datav1alpha1.LargeData, typ string, status metav1.ConditionStatus, reason string) {
 	t.Helper()
 	c := meta.FindStatusCondition(ld.Status.Conditions, typ)
@@ -150,10 +159,12 @@ func TestReconcileDoesOneBatchOfEachKindPerReconcile(t *testing.T) {
 	if ld.Status.LastProcessed == nil || !ld.Status.LastProcessed.Time.Equal(f.clock.Now()) {
 		t.Errorf("lastProcessed %v, want the last batch's time %v", ld.Status.LastProcessed, f.clock.Now())
 	}
-	wantCondition(t, ld, datav1alpha1.ConditionInitialized, metav1.ConditionTrue, largedata.ReasonInitialized)
-	wantCondition(t, ld, datav1alpha1.ConditionProcessing, metav1.ConditionFalse, largedata.ReasonProcessed)
 	wantCondition(t, ld, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
-	wantCondition(t, ld, datav1alpha1.ConditionDegraded, metav1.ConditionFalse, largedata.ReasonHealthy)
+	// A dataset that was never degraded carries Ready alone: every condition
+	// is stored, watched and cached once per object.
+	if types := conditionTypes(ld); !slices.Equal(types, []string{datav1alpha1.ConditionReady}) {
+		t.Errorf("conditions %v, want [Ready] only", types)
+	}
 	if len(ld.Finalizers) != 1 || ld.Finalizers[0] != largedata.Finalizer {
 		t.Errorf("finalizers %v, want [%s]", ld.Finalizers, largedata.Finalizer)
 	}
@@ -219,7 +230,6 @@ func TestReconcileSmallDatasetInOneStatusWrite(t *testing.T) {
 		t.Errorf("after one reconcile: phase %s, %d processed, %d status writes; want Ready, 100, 1",
 			got.Status.Phase, got.Status.ProcessedCount, statusWrites)
 	}
-	wantCondition(t, got, datav1alpha1.ConditionInitialized, metav1.ConditionTrue, largedata.ReasonInitialized)
 	wantCondition(t, got, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
 }
 
@@ -425,18 +435,16 @@ func TestReconcileInitializesInBatches(t *testing.T) {
 			t.Fatalf("reconcile %d: %v", i+1, err)
 		}
 		ld := f.get(t)
-		wantCondition(t, ld, datav1alpha1.ConditionInitialized, metav1.ConditionFalse, largedata.ReasonInitializing)
-		wantCondition(t, ld, datav1alpha1.ConditionProcessing, metav1.ConditionFalse, largedata.ReasonWaitingForInitialization)
-		if c := meta.FindStatusCondition(ld.Status.Conditions, datav1alpha1.ConditionInitialized); ld.Status.Phase != datav1alpha1.PhaseInitializing || c.Message != want {
-			t.Errorf("after reconcile %d: phase %s, Initialized says %q; want Initializing, %q", i+1, ld.Status.Phase, c.Message, want)
+		wantCondition(t, ld, datav1alpha1.ConditionReady, metav1.ConditionFalse, largedata.ReasonInitializing)
+		if c := meta.FindStatusCondition(ld.Status.Conditions, datav1alpha1.ConditionReady); ld.Status.Phase != datav1alpha1.PhaseInitializing || c.Message != want {
+			t.Errorf("after reconcile %d: phase %s, Ready says %q; want Initializing, %q", i+1, ld.Status.Phase, c.Message, want)
 		}
 	}
 	if _, err := f.reconcile(t); err != nil {
 		t.Fatal(err)
 	}
 	ld := f.get(t)
-	wantCondition(t, ld, datav1alpha1.ConditionInitialized, metav1.ConditionTrue, largedata.ReasonInitialized)
-	wantCondition(t, ld, datav1alpha1.ConditionProcessing, metav1.ConditionTrue, largedata.ReasonProcessing)
+	wantCondition(t, ld, datav1alpha1.ConditionReady, metav1.ConditionFalse, largedata.ReasonProcessing)
 	if ld.Status.Phase != datav1alpha1.PhaseProcessing {
 		t.Errorf("phase %s once every record exists, want Processing", ld.Status.Phase)
 	}
@@ -507,4 +515,22 @@ func TestReconcileRefusesAStatusFromAStaleCopy(t *testing.T) {
 		t.Fatalf("phase %q after the retries, want Ready", done.Status.Phase)
 	}
 	wantCondition(t, done, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
+}
+
+// Objects reconciled by an older version carry the conditions Initialized and
+// Processing, which repeated Ready; they go with the next status this
+// version writes, instead of staying behind at an old generation.
+func TestReconcileDropsRetiredConditions(t *testing.T) {
+	ld := dataset(100, datav1alpha1.ProcessingChecksum)
+	old := metav1.NewTime(time.Unix(1_700_000_000, 0))
+	ld.Status.Conditions = []metav1.Condition{
+		{Type: "Initialized", Status: metav1.ConditionTrue, Reason: "Initialized", Message: "All 100 records exist", LastTransitionTime: old, ObservedGeneration: 1},
+		{Type: "Processing", Status: metav1.ConditionTrue, Reason: "Processing", Message: "0 of 100 records processed", LastTransitionTime: old, ObservedGeneration: 1},
+	}
+	f := newFixture(t, ld, largedata.Options{})
+	f.reconcileUntilDone(t)
+	got := f.get(t)
+	if types := conditionTypes(got); !slices.Equal(types, []string{datav1alpha1.ConditionReady}) {
+		t.Errorf("conditions %v after a reconcile, want [Ready]: the retired ones stayed", types)
+	}
 }

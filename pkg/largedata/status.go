@@ -15,20 +15,18 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 )
 
-// Reasons of the LargeData conditions.
+// Reasons of the LargeData conditions. Ready's reason says where a generation
+// is on its way; each object carries the few hundred bytes of its conditions
+// in etcd, in the API server's watch cache and in every member's cache, so
+// there is no condition per step that would repeat Ready's.
 const (
 	// ReasonInitializing: records of the generation are being created,
-	// rewritten or deleted (Initialized, Ready False).
+	// rewritten or deleted (Ready False).
 	ReasonInitializing = "Initializing"
-	// ReasonInitialized: the records are those of the spec (Initialized True).
-	ReasonInitialized = "Initialized"
-	// ReasonWaitingForInitialization: processing waits until every record
-	// exists (Processing False).
-	ReasonWaitingForInitialization = "WaitingForInitialization"
-	// ReasonProcessing: records remain to be processed (Processing True,
-	// Ready False).
+	// ReasonProcessing: every record exists and some remain to be processed
+	// (Ready False).
 	ReasonProcessing = "Processing"
-	// ReasonProcessed: every record is processed (Processing False, Ready True).
+	// ReasonProcessed: every record is processed (Ready True).
 	ReasonProcessed = "Processed"
 	// ReasonQuotaExceeded: spec.items is above the store's quota; the spec
 	// can never succeed (Ready False, phase Failed).
@@ -48,7 +46,9 @@ const (
 	// ReasonSummaryConflict: a ConfigMap of the summary's name exists and
 	// belongs to someone else (Degraded True).
 	ReasonSummaryConflict = "SummaryConflict"
-	// ReasonHealthy: none of the above (Degraded False).
+	// ReasonHealthy: the store answers and no record failed, after a time
+	// when one of the above held (Degraded False). An object that was never
+	// degraded has no Degraded condition.
 	ReasonHealthy = "Healthy"
 )
 
@@ -73,26 +73,23 @@ func (r *Reconciler) setProgress(ld *datav1alpha1.LargeData, p store.Progress, p
 			msg = fmt.Sprintf("Deleting the records beyond the first %d", p.Items)
 		}
 		st.Phase = datav1alpha1.PhaseInitializing
-		r.setCondition(ld, datav1alpha1.ConditionInitialized, false, ReasonInitializing, msg)
-		r.setCondition(ld, datav1alpha1.ConditionProcessing, false, ReasonWaitingForInitialization, "Processing starts once every record exists")
 		r.setCondition(ld, datav1alpha1.ConditionReady, false, ReasonInitializing, msg)
 	case p.Pending() > 0:
 		st.Phase = datav1alpha1.PhaseProcessing
-		r.setCondition(ld, datav1alpha1.ConditionInitialized, true, ReasonInitialized, fmt.Sprintf("All %d records exist", p.Items))
-		r.setCondition(ld, datav1alpha1.ConditionProcessing, true, ReasonProcessing, done)
 		r.setCondition(ld, datav1alpha1.ConditionReady, false, ReasonProcessing, done)
 	default:
 		st.Phase = datav1alpha1.PhaseReady
-		r.setCondition(ld, datav1alpha1.ConditionInitialized, true, ReasonInitialized, fmt.Sprintf("All %d records exist", p.Items))
-		r.setCondition(ld, datav1alpha1.ConditionProcessing, false, ReasonProcessed, done)
 		r.setCondition(ld, datav1alpha1.ConditionReady, true, ReasonProcessed, done)
 	}
-	if p.Failed > 0 {
+	switch {
+	case p.Failed > 0:
 		r.setCondition(ld, datav1alpha1.ConditionDegraded, true, ReasonRecordsFailed,
 			fmt.Sprintf("%d records failed to process; the next generation retries them", p.Failed))
-	} else {
+	case meta.FindStatusCondition(st.Conditions, datav1alpha1.ConditionDegraded) != nil:
+		// Recovered: the condition stays, False, with the time it recovered.
 		r.setCondition(ld, datav1alpha1.ConditionDegraded, false, ReasonHealthy, "The store answers and no record failed")
 	}
+	dropRetiredConditions(ld)
 }
 
 // setFailed reports a spec that can never succeed.
@@ -103,8 +100,19 @@ func (r *Reconciler) setFailed(ld *datav1alpha1.LargeData, reason, msg string) {
 	st.TotalItems = ld.Spec.Items
 	st.ProcessedCount, st.FailedItems = 0, 0
 	st.CompletionRatio = completionRatio(0, ld.Spec.Items)
-	r.setCondition(ld, datav1alpha1.ConditionProcessing, false, reason, msg)
 	r.setCondition(ld, datav1alpha1.ConditionReady, false, reason, msg)
+	dropRetiredConditions(ld)
+}
+
+// retiredConditions are condition types that earlier versions of the operator
+// set and that repeated Ready's reason. Objects reconciled by this version
+// lose them, so that they do not stay behind with an old generation.
+var retiredConditions = []string{"Initialized", "Processing"}
+
+func dropRetiredConditions(ld *datav1alpha1.LargeData) {
+	for _, typ := range retiredConditions {
+		meta.RemoveStatusCondition(&ld.Status.Conditions, typ)
+	}
 }
 
 func (r *Reconciler) setCondition(ld *datav1alpha1.LargeData, typ string, status bool, reason, msg string) {

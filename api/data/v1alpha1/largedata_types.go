@@ -78,13 +78,12 @@ const (
 
 // Condition types of a LargeData.
 const (
-	// ConditionInitialized: the dataset exists in the store for this generation.
-	ConditionInitialized = "Initialized"
-	// ConditionProcessing: records of this generation remain to be processed.
-	ConditionProcessing = "Processing"
-	// ConditionReady: every record of this generation is processed.
+	// ConditionReady: every record of this generation is processed. Its reason
+	// says how far the generation got otherwise: Initializing, Processing,
+	// Deleting, or why it can never succeed.
 	ConditionReady = "Ready"
-	// ConditionDegraded: the store is unreachable or records failed.
+	// ConditionDegraded: the store is unreachable or records failed. Present
+	// only on objects that have been degraded; False once they recovered.
 	ConditionDegraded = "Degraded"
 )
 
@@ -112,7 +111,7 @@ type LargeDataStatus struct {
 	// ObservedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Initialized, Processing, Ready and Degraded.
+	// Conditions: Ready, and Degraded on objects that have been degraded.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

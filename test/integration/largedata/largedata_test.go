@@ -313,9 +313,10 @@ func (op *operator) testLifecycle(t *testing.T) {
 		ld.Status.CompletionRatio != "1.000" || ld.Status.LastProcessed == nil {
 		t.Errorf("status %s, want 2500 of 2500 processed, ratio 1.000, lastProcessed set", statusString(ld))
 	}
-	wantCondition(t, ld, datav1alpha1.ConditionInitialized, metav1.ConditionTrue, largedata.ReasonInitialized)
-	wantCondition(t, ld, datav1alpha1.ConditionProcessing, metav1.ConditionFalse, largedata.ReasonProcessed)
-	wantCondition(t, ld, datav1alpha1.ConditionDegraded, metav1.ConditionFalse, largedata.ReasonHealthy)
+	wantCondition(t, ld, datav1alpha1.ConditionReady, metav1.ConditionTrue, largedata.ReasonProcessed)
+	if n := len(ld.Status.Conditions); n != 1 {
+		t.Errorf("%d conditions (%s), want Ready alone on a dataset that was never degraded", n, statusString(ld))
+	}
 	if len(ld.Finalizers) != 1 || ld.Finalizers[0] != largedata.Finalizer {
 		t.Errorf("finalizers %v, want [%s]", ld.Finalizers, largedata.Finalizer)
 	}
