@@ -51,6 +51,7 @@ type scenario struct {
 	reconcileTimeout time.Duration
 	cleanup          bool
 	operatorArgs     string
+	apiServerArgs    string
 	postgres         bool
 	ring             string
 	statefulSet      string
@@ -75,6 +76,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.reconcileTimeout, "reconcile-timeout", 30*time.Minute, "How long to wait for every object to be reconciled after the creates and after the churn; when it passes, the reports are written and marked incomplete.")
 	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
+	fs.StringVar(&sc.apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's (local cluster only), such as --watch-cache-sizes=largedata.data.kubeshard.dev#0, which keeps LargeData out of the API server's watch cache.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
 	fs.StringVar(&sc.statefulSet, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the operator's StatefulSet.")
@@ -92,6 +94,9 @@ func (sc *scenario) validate() error {
 	}
 	if sc.postgres && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--postgres starts the store of the local cluster; with --kubeconfig, the operator's store is its own"))
+	}
+	if sc.apiServerArgs != "" && sc.client.kubeconfig != "" {
+		errs = append(errs, errors.New("--apiserver-args configures the local cluster's API server; with --kubeconfig, the cluster is already running"))
 	}
 	if _, err := parseSchedule(sc.scale); err != nil {
 		errs = append(errs, err)
@@ -161,7 +166,8 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	local := sc.client.kubeconfig == ""
 	if local {
 		env, err := localenv.Start(ctx, localenv.Options{
-			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs), Postgres: sc.postgres, Progress: sc.progress,
+			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
+			APIServerArgs: strings.Fields(sc.apiServerArgs), Postgres: sc.postgres, Progress: sc.progress,
 		})
 		if env != nil {
 			defer func() {
@@ -247,7 +253,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		},
 	}
 	if local {
-		in.Scenario.OperatorArgs, in.Scenario.Store = sc.operatorArgs, "memory"
+		in.Scenario.OperatorArgs, in.Scenario.APIServerArgs, in.Scenario.Store = sc.operatorArgs, sc.apiServerArgs, "memory"
 		if sc.postgres {
 			in.Scenario.Store = "postgres"
 		}

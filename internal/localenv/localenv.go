@@ -61,6 +61,9 @@ type Options struct {
 	// OperatorArgs are appended to the operator container's args, such as
 	// --kube-api-qps=500. Default: none.
 	OperatorArgs []string
+	// APIServerArgs are appended to kube-apiserver's flags, such as
+	// --watch-cache-sizes=largedata.data.kubeshard.dev#0. Default: none.
+	APIServerArgs []string
 	// Postgres runs a throwaway PostgreSQL server on loopback for the run
 	// (internal/testpg: the Debian package's binaries) and starts the
 	// members with --store=postgres on it, the store the operator is meant
@@ -120,7 +123,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	}
 
 	step("Starting etcd, kube-apiserver and kube-controller-manager on loopback")
-	cluster, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(opts.Dir, "cluster")})
+	cluster, err := localcluster.Start(ctx, localcluster.Options{
+		Dir: filepath.Join(opts.Dir, "cluster"), ExtraAPIServerFlags: opts.APIServerArgs,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,9 @@ func Markdown(r Report) string {
 	case "memory":
 		b.WriteString(" Store: in memory, one per member.")
 	}
+	if s.APIServerArgs != "" {
+		fmt.Fprintf(&b, " Extra kube-apiserver flags: `%s`.", s.APIServerArgs)
+	}
 	if s.OperatorArgs != "" {
 		fmt.Fprintf(&b, " Extra operator flags: `%s`.", s.OperatorArgs)
 	}
