@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -321,5 +322,27 @@ func firstError(errs ...error) error {
 			return err
 		}
 	}
+	return nil
+}
+
+func reportCommand(_ context.Context, args []string) error {
+	var in string
+	fs := newFlagSet("report", "Print the Markdown summary of a run's report.json (as run and measure write it) as this version of the harness\nwrites it, for a report written by an earlier one.")
+	fs.StringVar(&in, "in", "", "The report.json to read. Required.")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if in == "" {
+		return errors.New("--in is required")
+	}
+	data, err := os.ReadFile(in)
+	if err != nil {
+		return err
+	}
+	var r report.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("reading %s: %w", in, err)
+	}
+	fmt.Print(report.Markdown(r))
 	return nil
 }

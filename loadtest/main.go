@@ -31,6 +31,7 @@ func commands() []command {
 		{"measure", "Record time to reconciled, objects and slots per member, CPU, memory and API rates; write reports.", measureCommand},
 		{"cleanup", "Delete every object and namespace of a run.", cleanupCommand},
 		{"cluster", "Start a local cluster with the operator and keep it running until Ctrl-C.", clusterCommand},
+		{"report", "Write the Markdown summary of a report.json again, with this version's figures.", reportCommand},
 	}
 }
 

@@ -80,6 +80,10 @@ func Markdown(r Report) string {
 		row(fmt.Sprintf("scale %d -> %d: time to reconciled of spec changes sent during it", rb.From, rb.To), "%s", pct(rb.Latency))
 		row(fmt.Sprintf("scale %d -> %d: writes to idle LargeData objects during it (caused by the rebalance)", rb.From, rb.To), "%d", rb.IdleWrites)
 	}
+	if t := r.Tracker; t.Present > 0 && t.Events > 0 {
+		row("LargeData writes seen on the watch", "per created object 1 create + %.2f metadata; per generation (create or spec change) %.2f status",
+			float64(t.MetadataWrites)/float64(t.Present), float64(t.StatusWrites)/float64(int64(t.Present)+t.SpecWrites))
+	}
 	row("writes to idle LargeData objects, whole run", "%d", r.IdleWrites)
 	row("second writes of a generation just reconciled (echo of a duplicate reconcile), whole run", "%d", r.Tracker.EchoWrites)
 	if len(r.APIServer) > 0 {

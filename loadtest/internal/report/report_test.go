@@ -209,3 +209,16 @@ func TestWrite(t *testing.T) {
 		}
 	}
 }
+
+// The summary says how many writes each created object and each generation
+// cost the API server, as the watch saw them: the figure the operator's
+// write path is judged by.
+func TestMarkdownWritesPerObject(t *testing.T) {
+	in := input()
+	in.Stats = tracker.Stats{Present: 1000, Reconciled: 1000, Events: 2100, SpecWrites: 100, MetadataWrites: 0, StatusWrites: 1100}
+	md := Markdown(Build(in))
+	want := "| LargeData writes seen on the watch | per created object 1 create + 0.00 metadata; per generation (create or spec change) 1.00 status |"
+	if !strings.Contains(md, want) {
+		t.Errorf("summary lacks %q:\n%s", want, md)
+	}
+}
