@@ -265,12 +265,13 @@ func cleanupCommand(ctx context.Context, args []string) error {
 
 func clusterCommand(ctx context.Context, args []string) error {
 	var members int
-	var workDir, operatorArgs, apiServerArgs string
+	var workDir, operatorArgs, apiServerArgs, storage string
 	var postgres bool
 	fs := newFlagSet("cluster", "Start a local cluster (etcd, kube-apiserver, kube-controller-manager on loopback), apply deploy/local, run the\noperator's members as local processes, print the kubeconfig and keep running until Ctrl-C. The other\ncommands then take --kubeconfig; `measure --member-metrics <work-dir>/member-metrics.json` reads the members' metrics.")
 	fs.IntVar(&members, "members", 4, "Operator replicas at the start.")
 	fs.StringVar(&workDir, "work-dir", "", "Folder for the cluster's data and the logs; emptied first. Default: <module root>/bin/loadtest/cluster.")
 	fs.StringVar(&operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's.")
+	fs.StringVar(&storage, "storage", "etcd", "The cluster's storage: etcd, or kine (`make kine`) over a throwaway PostgreSQL server of its own.")
 	fs.StringVar(&apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's, such as --watch-cache-sizes=largedata.data.kubeshard.dev#0.")
 	fs.BoolVar(&postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback and the members with --store=postgres on it. Default: the in-memory store.")
 	if err := parse(fs, args); err != nil {
@@ -278,6 +279,9 @@ func clusterCommand(ctx context.Context, args []string) error {
 	}
 	if members < 1 {
 		return fmt.Errorf("--members must be at least 1, not %d", members)
+	}
+	if storage != "etcd" && storage != "kine" {
+		return fmt.Errorf("--storage is etcd or kine, not %q", storage)
 	}
 	if workDir == "" {
 		root, err := testenv.ModuleRoot()
@@ -288,7 +292,7 @@ func clusterCommand(ctx context.Context, args []string) error {
 	}
 	setLogOutput(io.Discard)
 	env, err := localenv.Start(ctx, localenv.Options{
-		Dir: workDir, Members: members, OperatorArgs: strings.Fields(operatorArgs), APIServerArgs: strings.Fields(apiServerArgs),
+		Dir: workDir, Members: members, OperatorArgs: strings.Fields(operatorArgs), APIServerArgs: strings.Fields(apiServerArgs), Kine: storage == "kine",
 		Postgres: postgres, Progress: os.Stdout,
 	})
 	if err != nil {

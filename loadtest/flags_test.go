@@ -56,9 +56,10 @@ func TestClientFlagsRejectZeroQPS(t *testing.T) {
 	}
 }
 
-// --postgres starts a store beside the local cluster; with a given cluster
-// the operator's store is not the harness's to choose.
-func TestRunRefusesPostgresWithAKubeconfig(t *testing.T) {
+// --postgres starts a store beside the local cluster, --storage and
+// --apiserver-args configure the local cluster; with a given cluster none of
+// them is the harness's to choose.
+func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		ok   bool
@@ -66,6 +67,11 @@ func TestRunRefusesPostgresWithAKubeconfig(t *testing.T) {
 		{[]string{"--postgres"}, true},
 		{[]string{"--postgres", "--kubeconfig", "some.kubeconfig"}, false},
 		{[]string{"--kubeconfig", "some.kubeconfig"}, true},
+		{[]string{"--storage", "kine"}, true},
+		{[]string{"--storage", "kine", "--kubeconfig", "some.kubeconfig"}, false},
+		{[]string{"--storage", "sqlite"}, false},
+		{[]string{"--apiserver-args", "--watch-cache-sizes=largedata.data.kubeshard.dev#0"}, true},
+		{[]string{"--apiserver-args", "--v=2", "--kubeconfig", "some.kubeconfig"}, false},
 	} {
 		sc := &scenario{}
 		fs := newFlagSet("run", "")

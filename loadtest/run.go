@@ -52,6 +52,7 @@ type scenario struct {
 	cleanup          bool
 	operatorArgs     string
 	apiServerArgs    string
+	storage          string
 	postgres         bool
 	ring             string
 	statefulSet      string
@@ -77,6 +78,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
 	fs.StringVar(&sc.apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's (local cluster only), such as --watch-cache-sizes=largedata.data.kubeshard.dev#0, which keeps LargeData out of the API server's watch cache.")
+	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make kine`) over a throwaway PostgreSQL server of its own.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
 	fs.StringVar(&sc.statefulSet, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the operator's StatefulSet.")
@@ -94,6 +96,11 @@ func (sc *scenario) validate() error {
 	}
 	if sc.postgres && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--postgres starts the store of the local cluster; with --kubeconfig, the operator's store is its own"))
+	}
+	if sc.storage != "etcd" && sc.storage != "kine" {
+		errs = append(errs, fmt.Errorf("--storage is etcd or kine, not %q", sc.storage))
+	} else if sc.storage == "kine" && sc.client.kubeconfig != "" {
+		errs = append(errs, errors.New("--storage chooses the local cluster's storage; with --kubeconfig, the cluster is already running"))
 	}
 	if sc.apiServerArgs != "" && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--apiserver-args configures the local cluster's API server; with --kubeconfig, the cluster is already running"))
@@ -167,7 +174,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	if local {
 		env, err := localenv.Start(ctx, localenv.Options{
 			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
-			APIServerArgs: strings.Fields(sc.apiServerArgs), Postgres: sc.postgres, Progress: sc.progress,
+			APIServerArgs: strings.Fields(sc.apiServerArgs), Kine: sc.storage == "kine", Postgres: sc.postgres, Progress: sc.progress,
 		})
 		if env != nil {
 			defer func() {
@@ -254,6 +261,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	}
 	if local {
 		in.Scenario.OperatorArgs, in.Scenario.APIServerArgs, in.Scenario.Store = sc.operatorArgs, sc.apiServerArgs, "memory"
+		in.Scenario.Storage = sc.storage
 		if sc.postgres {
 			in.Scenario.Store = "postgres"
 		}

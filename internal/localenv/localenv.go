@@ -64,6 +64,12 @@ type Options struct {
 	// APIServerArgs are appended to kube-apiserver's flags, such as
 	// --watch-cache-sizes=largedata.data.kubeshard.dev#0. Default: none.
 	APIServerArgs []string
+	// Kine runs kube-apiserver on kine (bin/k8s/kine, `make kine`) over a
+	// throwaway PostgreSQL server of its own instead of etcd: the storage
+	// layer of k3s, and the open counterpart of the seed's SQL storage. The
+	// operator's store, with Postgres, is another server, so that each
+	// one's memory and load are its own. Default: etcd.
+	Kine bool
 	// Postgres runs a throwaway PostgreSQL server on loopback for the run
 	// (internal/testpg: the Debian package's binaries) and starts the
 	// members with --store=postgres on it, the store the operator is meant
@@ -81,11 +87,13 @@ type Env struct {
 	// Kubeconfig is the path of the admin kubeconfig.
 	Kubeconfig string
 
-	cluster    *localcluster.Cluster
-	postgres   *testpg.Server
-	runner     *podrunner.Runner
-	stopRunner context.CancelFunc
-	runnerDone chan error
+	cluster  *localcluster.Cluster
+	postgres *testpg.Server
+	// kinePostgres holds the API server's objects, with Options.Kine.
+	kinePostgres *testpg.Server
+	runner       *podrunner.Runner
+	stopRunner   context.CancelFunc
+	runnerDone   chan error
 }
 
 // Start builds the operator and starts everything. ctx bounds the start;
@@ -122,14 +130,26 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, fmt.Errorf("building the operator: %w\n%s", err, out)
 	}
 
-	step("Starting etcd, kube-apiserver and kube-controller-manager on loopback")
-	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: filepath.Join(opts.Dir, "cluster"), ExtraAPIServerFlags: opts.APIServerArgs,
-	})
+	clusterOpts := localcluster.Options{Dir: filepath.Join(opts.Dir, "cluster"), ExtraAPIServerFlags: opts.APIServerArgs}
+	var kinePG *testpg.Server
+	if opts.Kine {
+		step("Starting PostgreSQL on loopback for kine, the API server's storage")
+		if kinePG, err = testpg.Start(ctx, testpg.Options{Database: "kine"}); err != nil {
+			return nil, fmt.Errorf("starting PostgreSQL for kine: %w", err)
+		}
+		clusterOpts.KineDatabase = kinePG.URL()
+		step("Starting kine, kube-apiserver and kube-controller-manager on loopback")
+	} else {
+		step("Starting etcd, kube-apiserver and kube-controller-manager on loopback")
+	}
+	cluster, err := localcluster.Start(ctx, clusterOpts)
 	if err != nil {
+		if kinePG != nil {
+			err = errors.Join(err, kinePG.Stop())
+		}
 		return nil, err
 	}
-	env := &Env{Config: rest.CopyConfig(cluster.Config), Kubeconfig: cluster.KubeconfigPath, cluster: cluster}
+	env := &Env{Config: rest.CopyConfig(cluster.Config), Kubeconfig: cluster.KubeconfigPath, cluster: cluster, kinePostgres: kinePG}
 	env.Config.QPS, env.Config.Burst = 200, 400
 	defer func() {
 		if err != nil {
@@ -336,6 +356,12 @@ func (e *Env) Stop() error {
 			errs = append(errs, fmt.Errorf("stopping PostgreSQL: %w", err))
 		}
 		e.postgres = nil
+	}
+	if e.kinePostgres != nil {
+		if err := e.kinePostgres.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping kine's PostgreSQL: %w", err))
+		}
+		e.kinePostgres = nil
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -20,6 +21,8 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testkine"
+	"github.com/kubeshard/kubeshard/internal/testpg"
 )
 
 // Options configure a test control plane.
@@ -34,6 +37,12 @@ type Options struct {
 	FeatureGates map[string]bool
 }
 
+// StorageEnv names the environment variable that chooses the API server's
+// storage of every control plane Start starts: unset or "etcd", or "kine",
+// which runs kine (bin/k8s/kine, `make kine`) over a throwaway PostgreSQL
+// server instead (envtest still starts an etcd, which then stays idle).
+const StorageEnv = "KUBESHARD_STORAGE"
+
 // Environment is a running control plane.
 type Environment struct {
 	// Config reaches the API server as a cluster administrator.
@@ -44,6 +53,10 @@ type Environment struct {
 	Scheme *runtime.Scheme
 	// Env is the underlying envtest environment.
 	Env *envtest.Environment
+
+	// With StorageEnv=kine: the API server's storage.
+	kine   *testkine.Server
+	kinePG *testpg.Server
 }
 
 // NewScheme returns a scheme with the client-go types and the project's APIs.
@@ -83,26 +96,71 @@ func Start(opts Options) (*Environment, error) {
 	if len(opts.FeatureGates) > 0 {
 		env.ControlPlane.GetAPIServer().Configure().Set("feature-gates", FeatureGatesFlag(opts.FeatureGates))
 	}
+	e := &Environment{Scheme: scheme, Env: env}
+	switch storage := os.Getenv(StorageEnv); storage {
+	case "", "etcd":
+	case "kine":
+		if err := e.startKine(filepath.Join(assets, "kine")); err != nil {
+			return nil, err
+		}
+		// A flag set here wins over the etcd envtest starts.
+		env.ControlPlane.GetAPIServer().Configure().Set("etcd-servers", e.kine.URL())
+	default:
+		return nil, fmt.Errorf("%s=%q: want etcd or kine", StorageEnv, storage)
+	}
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("starting the control plane: %w", err)
+		return nil, errors.Join(fmt.Errorf("starting the control plane: %w", err), e.stopKine())
 	}
 	// The default rate limit of 5 QPS would make tests that create many
 	// objects measure the client, not the system.
 	cfg.QPS, cfg.Burst = 1000, 2000
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a client: %w", err), env.Stop())
+		return nil, errors.Join(fmt.Errorf("creating a client: %w", err), e.Stop())
 	}
-	return &Environment{Config: cfg, Client: c, Scheme: scheme, Env: env}, nil
+	e.Config, e.Client = cfg, c
+	return e, nil
+}
+
+// startKine starts a PostgreSQL server and kine on it.
+func (e *Environment) startKine(binary string) error {
+	ctx := context.Background()
+	pg, err := testpg.Start(ctx, testpg.Options{Database: "kine"})
+	if err != nil {
+		return fmt.Errorf("%s=kine: starting PostgreSQL: %w", StorageEnv, err)
+	}
+	e.kinePG = pg
+	logDir, err := os.MkdirTemp("", "testenv-kine-")
+	if err != nil {
+		return errors.Join(err, e.stopKine())
+	}
+	e.kine, err = testkine.Start(ctx, testkine.Options{Binary: binary, Database: pg.URL(), LogPath: filepath.Join(logDir, "kine.log")})
+	if err != nil {
+		return errors.Join(fmt.Errorf("%s=kine: %w", StorageEnv, err), e.stopKine())
+	}
+	return nil
+}
+
+func (e *Environment) stopKine() error {
+	if e.kine != nil {
+		e.kine.Stop()
+		e.kine = nil
+	}
+	if e.kinePG != nil {
+		err := e.kinePG.Stop()
+		e.kinePG = nil
+		return err
+	}
+	return nil
 }
 
 // Stop stops the control plane and removes its data.
 func (e *Environment) Stop() error {
 	if err := e.Env.Stop(); err != nil {
-		return fmt.Errorf("stopping the control plane: %w", err)
+		return errors.Join(fmt.Errorf("stopping the control plane: %w", err), e.stopKine())
 	}
-	return nil
+	return e.stopKine()
 }
 
 // ModuleRoot returns the folder of the project's go.mod, found by walking up

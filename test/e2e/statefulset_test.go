@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testpg"
 	"github.com/kubeshard/kubeshard/pkg/membership"
 	"github.com/kubeshard/kubeshard/test/localcluster"
 	"github.com/kubeshard/kubeshard/test/podrunner"
@@ -37,6 +39,7 @@ import (
 var local struct {
 	sync.Mutex
 	cluster *localcluster.Cluster
+	kinePG  *testpg.Server // with KUBESHARD_STORAGE=kine
 	client  client.Client
 	err     error
 }
@@ -48,7 +51,7 @@ func localCluster(t *testing.T) (*localcluster.Cluster, client.Client) {
 	local.Lock()
 	defer local.Unlock()
 	if local.cluster == nil && local.err == nil {
-		local.cluster, local.client, local.err = startLocalCluster(t)
+		local.cluster, local.kinePG, local.client, local.err = startLocalCluster(t)
 	}
 	if local.err != nil {
 		t.Fatal(local.err)
@@ -56,33 +59,50 @@ func localCluster(t *testing.T) (*localcluster.Cluster, client.Client) {
 	return local.cluster, local.client
 }
 
-func startLocalCluster(t *testing.T) (*localcluster.Cluster, client.Client, error) {
+func startLocalCluster(t *testing.T) (*localcluster.Cluster, *testpg.Server, client.Client, error) {
 	// The cluster outlives this test: it must not stop with its context.
-	cluster, err := localcluster.Start(context.WithoutCancel(t.Context()), localcluster.Options{FeatureGates: apiServerGates()})
+	ctx := context.WithoutCancel(t.Context())
+	opts := localcluster.Options{FeatureGates: apiServerGates()}
+	var kinePG *testpg.Server
+	if os.Getenv(testenv.StorageEnv) == "kine" {
+		var err error
+		if kinePG, err = testpg.Start(ctx, testpg.Options{Database: "kine"}); err != nil {
+			return nil, nil, nil, fmt.Errorf("starting PostgreSQL for kine: %w", err)
+		}
+		opts.KineDatabase = kinePG.URL()
+	}
+	cluster, err := localcluster.Start(ctx, opts)
 	if err != nil {
-		return nil, nil, err
+		if kinePG != nil {
+			err = errors.Join(err, kinePG.Stop())
+		}
+		return nil, nil, nil, err
 	}
 	root, err := testenv.ModuleRoot()
 	if err != nil {
-		return cluster, nil, err
+		return cluster, kinePG, nil, err
 	}
 	if _, err := envtest.InstallCRDs(cluster.Config, envtest.CRDInstallOptions{
 		Paths: []string{filepath.Join(root, "deploy", "base", "crd")}, ErrorIfPathMissing: true,
 	}); err != nil {
-		return cluster, nil, fmt.Errorf("installing the CRDs: %w", err)
+		return cluster, kinePG, nil, fmt.Errorf("installing the CRDs: %w", err)
 	}
 	c, err := client.New(cluster.Config, client.Options{Scheme: testenv.NewScheme()})
-	return cluster, c, err
+	return cluster, kinePG, c, err
 }
 
 // stopLocalCluster stops the shared cluster if a test started it.
 func stopLocalCluster() error {
 	local.Lock()
 	defer local.Unlock()
-	if local.cluster == nil {
-		return nil
+	var errs []error
+	if local.cluster != nil {
+		errs = append(errs, local.cluster.Stop())
 	}
-	return local.cluster.Stop()
+	if local.kinePG != nil {
+		errs = append(errs, local.kinePG.Stop())
+	}
+	return errors.Join(errs...)
 }
 
 const statefulSetName = "largedata-operator"

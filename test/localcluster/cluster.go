@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/kubeshard/kubeshard/internal/testkine"
 )
 
 // Cluster is a running control plane. Stop it when done, also when a test
@@ -40,8 +42,9 @@ type Cluster struct {
 	log       logr.Logger
 	apiURL    string
 
-	mu      sync.Mutex // guards procs and stopped
+	mu      sync.Mutex // guards procs, kine and stopped
 	procs   map[Component]*process
+	kine    *testkine.Server // with Options.KineDatabase
 	stopped bool
 }
 
@@ -73,6 +76,11 @@ func (c *Cluster) start(ctx context.Context) error {
 			return fmt.Errorf("control-plane binary %s not found in %s (run `make k8s-bins`): %w", bin, c.opts.BinDir, err)
 		}
 	}
+	if c.opts.KineDatabase != "" {
+		if _, err := os.Stat(c.binary(Kine)); err != nil {
+			return fmt.Errorf("kine not found in %s (run `make kine`): %w", c.opts.BinDir, err)
+		}
+	}
 	pki, err := newPKI(filepath.Join(c.Dir, "pki"))
 	if err != nil {
 		return err
@@ -88,6 +96,13 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdClientPort)
+	if c.opts.KineDatabase != "" {
+		kineURL, err := c.startKine(ctx)
+		if err != nil {
+			return err
+		}
+		return c.startAPIServerAndKCM(ctx, pki, kineURL, apiPort, kcmPort)
+	}
 	etcdPeerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeerPort)
 	etcd := c.newProcess(Etcd, []string{
 		"--name=localcluster",
@@ -111,7 +126,29 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.run(ctx, etcd, func(ctx context.Context) error { return checkEtcd(ctx, etcdURL) }); err != nil {
 		return err
 	}
+	return c.startAPIServerAndKCM(ctx, pki, etcdURL, apiPort, kcmPort)
+}
 
+// startKine runs kine on Options.KineDatabase; Stop stops it after the API
+// server.
+func (c *Cluster) startKine(ctx context.Context) (string, error) {
+	kine, err := testkine.Start(ctx, testkine.Options{
+		Binary: c.binary(Kine), Database: c.opts.KineDatabase,
+		LogPath: filepath.Join(c.Dir, string(Kine)+".log"), StartTimeout: c.opts.StartTimeout,
+	})
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.kine = kine
+	c.mu.Unlock()
+	c.log.Info("Process is ready", "component", Kine)
+	return kine.URL(), nil
+}
+
+// startAPIServerAndKCM starts kube-apiserver on the storage at etcdURL, then
+// kube-controller-manager.
+func (c *Cluster) startAPIServerAndKCM(ctx context.Context, pki *pki, etcdURL string, apiPort, kcmPort int) error {
 	apiArgs := []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
@@ -290,13 +327,16 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	c.stopped = true
-	procs := maps.Clone(c.procs)
+	procs, kine := maps.Clone(c.procs), c.kine
 	c.mu.Unlock()
 
 	for _, name := range []Component{ControllerManager, APIServer, Etcd} {
 		if p, ok := procs[name]; ok {
 			p.stop(c.log, c.opts.StopTimeout)
 		}
+	}
+	if kine != nil {
+		kine.Stop()
 	}
 	if c.removeDir {
 		if err := os.RemoveAll(c.Dir); err != nil {

@@ -16,6 +16,7 @@ type Component string
 // The components of a Cluster, also the names of their binaries and log files.
 const (
 	Etcd              Component = "etcd"
+	Kine              Component = "kine"
 	APIServer         Component = "kube-apiserver"
 	ControllerManager Component = "kube-controller-manager"
 )
@@ -44,6 +45,13 @@ type Options struct {
 	// log file per process (<Dir>/<component>.log). Default: a new temporary
 	// folder that Stop removes; set Dir to keep the logs.
 	Dir string
+
+	// KineDatabase, when set, is the URL of a PostgreSQL database (such as
+	// internal/testpg's) that kine (bin/k8s/kine, built by `make kine`) serves
+	// to kube-apiserver as its storage, in place of etcd: the etcd API over a
+	// SQL table, k3s' storage layer. kine creates the database if the URL's
+	// user may. Default: etcd.
+	KineDatabase string
 
 	// FeatureGates are passed to kube-apiserver as --feature-gates, for example
 	// {"ShardedListAndWatch": true}. Default: none.

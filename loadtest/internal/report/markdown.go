@@ -38,6 +38,9 @@ func Markdown(r Report) string {
 	case "memory":
 		b.WriteString(" Store: in memory, one per member.")
 	}
+	if s.Storage == "kine" {
+		b.WriteString(" The API server's storage: kine over PostgreSQL (a throwaway server of its own), not etcd.")
+	}
 	if s.APIServerArgs != "" {
 		fmt.Fprintf(&b, " Extra kube-apiserver flags: `%s`.", s.APIServerArgs)
 	}

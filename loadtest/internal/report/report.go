@@ -44,6 +44,8 @@ type Scenario struct {
 	ChurnSeconds float64 `json:"churnSeconds,omitempty"`
 	Scale        string  `json:"scale,omitempty"`
 	OperatorArgs string  `json:"operatorArgs,omitempty"`
+	// Storage is the local cluster's storage: etcd or kine (over PostgreSQL).
+	Storage string `json:"storage,omitempty"`
 	// APIServerArgs were appended to the local cluster's kube-apiserver flags.
 	APIServerArgs string `json:"apiServerArgs,omitempty"`
 	// Store is the operator's store on the local cluster: memory or
