@@ -237,4 +237,3 @@ func TestTheWebhookConfigurationKeepsTheLibrarysMatchConditions(t *testing.T) {
 		t.Errorf("webhook %s is not in the generated configuration", name)
 	}
 }
-
