@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/localenv"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/loadtest/internal/apiprofile"
 	"github.com/kubeshard/kubeshard/loadtest/internal/metrics"
 	"github.com/kubeshard/kubeshard/loadtest/internal/progress"
 	"github.com/kubeshard/kubeshard/loadtest/internal/report"
@@ -53,6 +55,7 @@ type scenario struct {
 	operatorArgs     string
 	apiServerArgs    string
 	storage          string
+	profileSeconds   time.Duration
 	postgres         bool
 	ring             string
 	statefulSet      string
@@ -78,6 +81,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
 	fs.StringVar(&sc.apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's (local cluster only), such as --watch-cache-sizes=largedata.data.kubeshard.dev#0, which keeps LargeData out of the API server's watch cache.")
+	fs.DurationVar(&sc.profileSeconds, "profile-apiserver", time.Minute, "Length of the API server's CPU profile, taken once 40% of the objects are created and split into phases per created object; the API server's live heap is also read (after a forced GC) once every object is reconciled. 0: neither. The profiles land in --out.")
 	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make kine`) over a throwaway PostgreSQL server of its own.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
@@ -271,11 +275,50 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	if sc.churnDuration > 0 {
 		in.Scenario.ChurnShare, in.Scenario.ChurnSeconds = sc.churnShare, sc.churnDuration.Seconds()
 	}
-	var mu sync.Mutex // guards in.Events and in.Rebalances
+	var mu sync.Mutex // guards in.Events, in.Rebalances and in.APIServerCPU
 	event := func(what string) {
 		mu.Lock()
 		defer mu.Unlock()
 		in.Events = append(in.Events, report.Event{At: since(), What: what})
+	}
+
+	// The API server's CPU profile, once 40% of the objects exist: the
+	// creates are in full swing, with a store of a fair size.
+	apiGet := func(ctx context.Context, path string) ([]byte, error) {
+		p, query, _ := strings.Cut(path, "?")
+		req := cs.Discovery().RESTClient().Get().AbsPath(p)
+		if query != "" {
+			values, err := url.ParseQuery(query)
+			if err != nil {
+				return nil, err
+			}
+			for k, v := range values {
+				req = req.Param(k, v[0])
+			}
+		}
+		return req.DoRaw(ctx)
+	}
+	profileCtx, stopProfiling := context.WithCancel(ctx)
+	defer stopProfiling()
+	var profiling sync.WaitGroup
+	if sc.profileSeconds > 0 {
+		profiling.Go(func() {
+			for tr.Stats().Present < sc.objects.objects*4/10 {
+				select {
+				case <-profileCtx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			cpu, err := apiprofile.TakeCPU(profileCtx, apiGet, sc.profileSeconds, sc.out, "apiserver-cpu")
+			if err != nil {
+				step("The API server's CPU profile: %v", err)
+				return
+			}
+			mu.Lock()
+			in.APIServerCPU = cpu
+			mu.Unlock()
+		})
 	}
 
 	phases := func() error {
@@ -317,6 +360,20 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		}
 		in.AllReconciled = since()
 		event("all reconciled")
+		if sc.profileSeconds > 0 {
+			profiling.Wait()
+			stored := tr.Stats().Present // and the baseline's, which the tracker does not follow
+			if in.Baseline != nil {
+				stored += in.Baseline.Done
+			}
+			h, err := apiprofile.TakeHeap(ctx, apiGet, stored, sc.out, "apiserver-heap")
+			if err != nil {
+				step("The API server's heap profile: %v", err)
+			} else {
+				in.APIServerHeap = h
+				step("The API server's live heap: %.0f MiB, %.1f KB per LargeData", h.LiveBytes/(1<<20), h.BytesPerObject/1000)
+			}
+		}
 
 		if sc.churnDuration == 0 && len(schedule) == 0 {
 			return nil
@@ -377,6 +434,8 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	if err := phases(); err != nil {
 		in.Incomplete = err.Error()
 	}
+	stopProfiling()
+	profiling.Wait()
 
 	sm.Sample(ctx)
 	stopMeasuring()

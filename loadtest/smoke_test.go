@@ -38,6 +38,7 @@ func TestSmoke(t *testing.T) {
 		metricsAddr:      "127.0.0.1:0",
 		sampleInterval:   2 * time.Second,
 		reconcileTimeout: 5 * time.Minute,
+		profileSeconds:   5 * time.Second,
 		cleanup:          true,
 		operatorArgs:     "--kube-api-qps=1000 --kube-api-burst=2000 --max-concurrent-reconciles=16",
 		ring:             "kubeshard-system/largedata",
@@ -83,6 +84,21 @@ func TestSmoke(t *testing.T) {
 	if moved := r.Members[len(r.Members)-1].Objects; r.IdleWrites > moved {
 		t.Errorf("%d writes to idle LargeData objects; want at most one per object the new member took over (%d)", r.IdleWrites, moved)
 	}
+	// The webhook sets the finalizer with the slot label: a created object
+	// costs its create and one status write. (An object the API server
+	// admitted while the webhook was not answering yet gets both from the
+	// labeler and the reconciler.)
+	if r.Tracker.MetadataWrites > objects/100 {
+		t.Errorf("%d metadata writes for %d created objects; want the finalizer and the label set at admission", r.Tracker.MetadataWrites, objects)
+	}
+	if c := r.APIServerCPUProfile; c == nil || c.Creates == 0 || c.MsPerCreate <= 0 || len(c.Phases) == 0 {
+		t.Errorf("the API server's CPU profile %+v: want one taken during the creates, split per created object", c)
+	} else if _, err := os.Stat(filepath.Join(out, c.File)); err != nil {
+		t.Errorf("the CPU profile's file: %v", err)
+	}
+	if h := r.APIServerHeapProfile; h == nil || h.Objects != objects+baseline || h.BytesPerObject <= 0 {
+		t.Errorf("the API server's heap %+v: want its live bytes per object with all %d objects", h, objects+baseline)
+	}
 	if r.Cleanup == nil || r.Cleanup.Done != objects+baseline || r.Cleanup.Failed != 0 {
 		t.Errorf("cleanup %+v: want all %d objects deleted", r.Cleanup, objects+baseline)
 	}
@@ -103,7 +119,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"time to reconciled, creates", "scale 2 -> 3", "largedata-operator-2"} {
+	for _, want := range []string{"time to reconciled, creates", "scale 2 -> 3", "largedata-operator-2", "ms per created object", "KB per LargeData"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("%s does not mention %q:\n%s", report.FileMarkdown, want, md)
 		}

@@ -99,8 +99,20 @@ func Markdown(r Report) string {
 			m.RSSBytes/(1<<20), m.PeakRSSBytes/(1<<20), m.HeapBytes/(1<<20), m.Objects)
 		row("etcd database size at the last sample", "%.0f MiB", m.StorageBytes/(1<<20))
 	}
+	if h := r.APIServerHeapProfile; h != nil {
+		row("API server live heap after a forced GC, every object reconciled", "%.0f MiB, %.1f KB per LargeData (%d)",
+			h.LiveBytes/(1<<20), h.BytesPerObject/1000, h.Objects)
+	}
 	if r.LoadAverage > 0 {
 		row("machine load average (mean of the 1-minute figure)", "%.1f", r.LoadAverage)
+	}
+	if c := r.APIServerCPUProfile; c != nil && c.Creates > 0 {
+		fmt.Fprintf(&b, "\nThe API server's CPU during the creates: a %.0f s profile (`%s`), %.1f s of CPU, %d LargeData created and %d patched meanwhile, **%.2f ms per created object**:\n\n",
+			c.Seconds, c.File, c.CPUSeconds, c.Creates, c.Patches, c.MsPerCreate)
+		b.WriteString("| phase | CPU (s) | ms per created object |\n| --- | --: | --: |\n")
+		for _, ph := range c.Phases {
+			fmt.Fprintf(&b, "| %s | %.2f | %.2f |\n", ph.Name, ph.CPUSeconds, ph.MsPerCreate)
+		}
 	}
 	if len(r.Members) > 0 {
 		b.WriteString("\n| member | slots | objects | RSS (MiB) | peak RSS (MiB) | heap in use (MiB) | mean CPU (cores) |\n| --- | --: | --: | --: | --: | --: | --: |\n")

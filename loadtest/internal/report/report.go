@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kubeshard/kubeshard/loadtest/internal/apiprofile"
 	"github.com/kubeshard/kubeshard/loadtest/internal/sampler"
 	"github.com/kubeshard/kubeshard/loadtest/internal/tracker"
 	"github.com/kubeshard/kubeshard/loadtest/internal/workload"
@@ -76,6 +77,9 @@ type Input struct {
 	Create     *workload.Result
 	Churn      *workload.Result
 	Cleanup    *workload.Result
+	// APIServerCPU and APIServerHeap are the API server's profiles, if taken.
+	APIServerCPU  *apiprofile.CPU
+	APIServerHeap *apiprofile.Heap
 	// CreateStart and AllReconciled are seconds since the start: the first
 	// create and the moment every object was reconciled (0 if never).
 	CreateStart, AllReconciled float64
@@ -156,6 +160,11 @@ type Report struct {
 	CreateRateVsBaseline float64          `json:"createRateVsBaseline,omitempty"`
 	Churn                *workload.Result `json:"churn,omitempty"`
 	Cleanup              *workload.Result `json:"cleanup,omitempty"`
+	// APIServerCPU splits a CPU profile of the API server, taken during the
+	// creates, into phases per created object; APIServerHeap is its live heap
+	// once every object was reconciled.
+	APIServerCPUProfile  *apiprofile.CPU  `json:"apiServerCpuProfile,omitempty"`
+	APIServerHeapProfile *apiprofile.Heap `json:"apiServerHeapProfile,omitempty"`
 
 	// TotalSeconds is from the first create until every object was
 	// reconciled; 0 if that did not happen.
@@ -193,6 +202,7 @@ func Build(in Input) Report {
 	r := Report{
 		Scenario: in.Scenario, StartedAt: in.StartedAt, Incomplete: in.Incomplete, Complete: in.Incomplete == "",
 		Baseline: in.Baseline, Create: in.Create, Churn: in.Churn, Cleanup: in.Cleanup,
+		APIServerCPUProfile: in.APIServerCPU, APIServerHeapProfile: in.APIServerHeap,
 		Tracker: in.Stats, IdleWrites: len(in.IdleWrites), IdleWriteTimes: in.IdleWrites, Events: in.Events, Timeline: in.Snapshots,
 	}
 	if r.Events == nil {
