@@ -101,7 +101,7 @@ func (sc *scenario) validate() error {
 	if sc.postgres && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--postgres starts the store of the local cluster; with --kubeconfig, the operator's store is its own"))
 	}
-	if sc.storage != "etcd" && sc.storage != "kine" {
+	if sc.storage != "" && sc.storage != "etcd" && sc.storage != "kine" {
 		errs = append(errs, fmt.Errorf("--storage is etcd or kine, not %q", sc.storage))
 	} else if sc.storage == "kine" && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--storage chooses the local cluster's storage; with --kubeconfig, the cluster is already running"))
