@@ -99,7 +99,7 @@ e2e-shardselector: k8s-bins ## The full end-to-end set with selectorMode ShardSe
 	KUBESHARD_E2E=full KUBESHARD_E2E_SELECTOR_MODE=ShardSelector go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
 .PHONY: e2e-kine
-e2e-kine: kine ## The short end-to-end set with kube-apiserver on kine over PostgreSQL instead of etcd.
+e2e-kine: k8s-bins ## The short end-to-end set with kube-apiserver on kine over PostgreSQL instead of etcd.
 	KUBESHARD_STORAGE=kine go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
 .PHONY: bench
@@ -128,12 +128,8 @@ docker-build: ## Build the operator image (needs a Docker engine).
 ##@ Tools
 
 .PHONY: k8s-bins
-k8s-bins: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into bin/k8s (first time about 10 minutes).
+k8s-bins: ## Build kube-apiserver, kube-controller-manager, kubectl, etcd and kine into bin/k8s (first time about 15 minutes).
 	@hack/k8s-bins.sh
-
-.PHONY: kine
-kine: ## Build the control plane and kine (the etcd API over PostgreSQL) into bin/k8s, for KUBESHARD_STORAGE=kine.
-	@WITH_KINE=1 hack/k8s-bins.sh
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries that envtest, the local cluster and the
 # end-to-end tests run: kube-apiserver, kube-controller-manager and kubectl from
-# k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3 (and, with
-# WITH_KINE=1, kine from github.com/k3s-io/kine). Each comes from a
+# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3 and kine from
+# github.com/k3s-io/kine. Each comes from a
 # small tools module under hack/tools/ so its dependencies stay out of the
 # project's go.mod. Nothing but Go is needed; the first build takes about ten
 # minutes on two cores, later runs are a no-op while the binaries are current.
@@ -47,8 +47,7 @@ build_if_stale "$k8s" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kfla
 build_if_stale "$k8s" kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kflags"
 build_if_stale "$k8s" kubectl k8s.io/kubernetes/cmd/kubectl "$kflags"
 
-# kine (the etcd API over SQL databases) only when asked for: `make kine`.
-if [[ ${WITH_KINE:-} == 1 ]]; then
-	kine=$root/hack/tools/kine
-	build_if_stale "$kine" kine github.com/k3s-io/kine "-X github.com/k3s-io/kine/pkg/version.Version=$(version_of "$kine" github.com/k3s-io/kine)"
-fi
+# kine, the etcd API over SQL databases, for KUBESHARD_STORAGE=kine and
+# loadtest --storage kine.
+kine=$root/hack/tools/kine
+build_if_stale "$kine" kine github.com/k3s-io/kine "-X github.com/k3s-io/kine/pkg/version.Version=$(version_of "$kine" github.com/k3s-io/kine)"

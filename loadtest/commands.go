@@ -271,7 +271,7 @@ func clusterCommand(ctx context.Context, args []string) error {
 	fs.IntVar(&members, "members", 4, "Operator replicas at the start.")
 	fs.StringVar(&workDir, "work-dir", "", "Folder for the cluster's data and the logs; emptied first. Default: <module root>/bin/loadtest/cluster.")
 	fs.StringVar(&operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's.")
-	fs.StringVar(&storage, "storage", "etcd", "The cluster's storage: etcd, or kine (`make kine`) over a throwaway PostgreSQL server of its own.")
+	fs.StringVar(&storage, "storage", "etcd", "The cluster's storage: etcd, or kine (`make k8s-bins`) over a throwaway PostgreSQL server of its own.")
 	fs.StringVar(&apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's, such as --watch-cache-sizes=largedata.data.kubeshard.dev#0.")
 	fs.BoolVar(&postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback and the members with --store=postgres on it. Default: the in-memory store.")
 	if err := parse(fs, args); err != nil {

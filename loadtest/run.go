@@ -82,7 +82,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
 	fs.StringVar(&sc.apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's (local cluster only), such as --watch-cache-sizes=largedata.data.kubeshard.dev#0, which keeps LargeData out of the API server's watch cache.")
 	fs.DurationVar(&sc.profileSeconds, "profile-apiserver", time.Minute, "Length of the API server's CPU profile, taken once 40% of the objects are created and split into phases per created object; the API server's live heap is also read (after a forced GC) once every object is reconciled. 0: neither. The profiles land in --out.")
-	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make kine`) over a throwaway PostgreSQL server of its own.")
+	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make k8s-bins`) over a throwaway PostgreSQL server of its own.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
 	fs.StringVar(&sc.statefulSet, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the operator's StatefulSet.")

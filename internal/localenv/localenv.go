@@ -64,7 +64,7 @@ type Options struct {
 	// APIServerArgs are appended to kube-apiserver's flags, such as
 	// --watch-cache-sizes=largedata.data.kubeshard.dev#0. Default: none.
 	APIServerArgs []string
-	// Kine runs kube-apiserver on kine (bin/k8s/kine, `make kine`) over a
+	// Kine runs kube-apiserver on kine (bin/k8s/kine, `make k8s-bins`) over a
 	// throwaway PostgreSQL server of its own instead of etcd: the storage
 	// layer of k3s, and the open counterpart of the seed's SQL storage. The
 	// operator's store, with Postgres, is another server, so that each

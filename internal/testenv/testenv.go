@@ -39,7 +39,7 @@ type Options struct {
 
 // StorageEnv names the environment variable that chooses the API server's
 // storage of every control plane Start starts: unset or "etcd", or "kine",
-// which runs kine (bin/k8s/kine, `make kine`) over a throwaway PostgreSQL
+// which runs kine (bin/k8s/kine, `make k8s-bins`) over a throwaway PostgreSQL
 // server instead (envtest still starts an etcd, which then stays idle).
 const StorageEnv = "KUBESHARD_STORAGE"
 
@@ -140,6 +140,15 @@ func (e *Environment) startKine(binary string) error {
 		return errors.Join(fmt.Errorf("%s=kine: %w", StorageEnv, err), e.stopKine())
 	}
 	return nil
+}
+
+// KineDatabase is the URL of the PostgreSQL database the API server stores
+// its objects in through kine (StorageEnv=kine), or "" when it uses etcd.
+func (e *Environment) KineDatabase() string {
+	if e.kinePG == nil {
+		return ""
+	}
+	return e.kinePG.URL()
 }
 
 func (e *Environment) stopKine() error {

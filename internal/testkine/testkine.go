@@ -1,7 +1,7 @@
 // Package testkine runs kine (github.com/k3s-io/kine, k3s' storage layer:
 // the etcd API over a SQL table) on loopback for tests and the local cluster,
 // so that kube-apiserver can keep its objects in PostgreSQL instead of etcd.
-// `make kine` builds the binary into bin/k8s.
+// `make k8s-bins` builds the binary into bin/k8s.
 package testkine
 
 import (
@@ -45,7 +45,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, errors.New("testkine: Options.Binary, Database and LogPath are required")
 	}
 	if _, err := os.Stat(opts.Binary); err != nil {
-		return nil, fmt.Errorf("kine not found (run `make kine`): %w", err)
+		return nil, fmt.Errorf("kine not found (run `make k8s-bins`): %w", err)
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second

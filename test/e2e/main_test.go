@@ -67,6 +67,9 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if env.KineDatabase() != "" {
+		fmt.Println("e2e: the API server keeps its objects in kine over PostgreSQL, not in etcd")
+	}
 	defer func() {
 		if err := env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)

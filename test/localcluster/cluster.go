@@ -78,7 +78,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	if c.opts.KineDatabase != "" {
 		if _, err := os.Stat(c.binary(Kine)); err != nil {
-			return fmt.Errorf("kine not found in %s (run `make kine`): %w", c.opts.BinDir, err)
+			return fmt.Errorf("kine not found in %s (run `make k8s-bins`): %w", c.opts.BinDir, err)
 		}
 	}
 	pki, err := newPKI(filepath.Join(c.Dir, "pki"))

@@ -47,7 +47,7 @@ type Options struct {
 	Dir string
 
 	// KineDatabase, when set, is the URL of a PostgreSQL database (such as
-	// internal/testpg's) that kine (bin/k8s/kine, built by `make kine`) serves
+	// internal/testpg's) that kine (bin/k8s/kine, built by `make k8s-bins`) serves
 	// to kube-apiserver as its storage, in place of etcd: the etcd API over a
 	// SQL table, k3s' storage layer. kine creates the database if the URL's
 	// user may. Default: etcd.
