@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -34,6 +35,7 @@ import (
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/postgres"
+	"github.com/kubeshard/kubeshard/pkg/shardcache"
 	"github.com/kubeshard/kubeshard/pkg/sharding"
 )
 
@@ -49,6 +51,7 @@ type config struct {
 	qps                     float64
 	burst                   int
 	journal                 string
+	cacheCompactAfter       time.Duration
 }
 
 func main() {
@@ -76,6 +79,7 @@ Usage: largedata-operator [flags]
 	fs.BoolVar(&c.sharded, "sharded", true, "Split objects between replicas. With false, this replica reconciles and caches every object, like an operator without kubeshard (a baseline for benchmarks; run one replica).")
 	fs.BoolVar(&c.leaderElect, "leader-elect", true, "Elect one replica as the ring's coordinator (and the labeler). Needed whenever more than one replica runs.")
 	fs.BoolVar(&c.webhook, "webhook", false, "Serve the slot-label mutating webhook.")
+	fs.DurationVar(&c.cacheCompactAfter, "cache-compact-after", shardcache.DefaultCompactAfter, "How long the cache keeps the objects of slots this replica gave away before it lists the slots it kept afresh; each such list scans every LargeData in etcd when the API server's watch cache is off for them, so set it long (30m) there.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "Folder with the webhook's tls.crt and tls.key. Default: controller-runtime's default folder.")
 	fs.StringVar(&c.storeKind, "store", "memory", "Where the records live: memory (per process; for demos and load tests) or postgres.")
@@ -155,6 +159,7 @@ func run() error {
 		// the shutdown's length.
 		ring, err = sharding.Setup(ctx, restCfg, &opts, sharding.Options{
 			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
+			CacheCompactAfter: cfg.cacheCompactAfter,
 			// The webhook already patches every created LargeData (its slot
 			// label); the finalizer rides along instead of costing each
 			// object a write of its own.

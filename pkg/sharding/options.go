@@ -50,6 +50,15 @@ type Options struct {
 	// labels. Default 10m.
 	LabelerSweepInterval time.Duration
 
+	// CacheCompactAfter is how long the sharded cache keeps the objects of
+	// slots a member gave away, in informers that also serve slots it kept,
+	// before it lists the kept slots afresh and drops those informers
+	// (shardcache.Options.CompactAfter). Each such list costs the API server
+	// a scan of the kind in etcd when its watch cache is off for the kind:
+	// set it long there, so that rebalances do not come with one full scan
+	// per member. Default 30s.
+	CacheCompactAfter time.Duration
+
 	// DrainTimeout bounds how long a leaving member waits for its reconciles.
 	// Default 30s; keep it below terminationGracePeriodSeconds.
 	DrainTimeout time.Duration

@@ -65,6 +65,7 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 	if err != nil {
 		return nil, err
 	}
+	cacheOpts.CompactAfter = opts.CacheCompactAfter
 
 	mgrOpts.NewCache = shardcache.NewCacheFunc(cacheOpts)
 	// The ShardRing is watched in the ring's namespace only, as every read
