@@ -143,7 +143,7 @@ func measureCommand(ctx context.Context, args []string) error {
 	fs.DurationVar(&interval, "sample-interval", 5*time.Second, "How often to sample the ring and the metrics.")
 	fs.StringVar(&ring, "ring", "kubeshard-system/largedata", "Namespace/name of the ShardRing.")
 	fs.StringVar(&sts, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the StatefulSet (its pods' metrics port is named metrics).")
-	fs.StringVar(&memberMetrics, "member-metrics", "proxy", "Where members' metrics come from: proxy (the API server's pod proxy) or a JSON file {member: URL} (`loadtest cluster` writes one).")
+	fs.StringVar(&memberMetrics, "member-metrics", "proxy", "Where members' metrics come from: proxy (the API server's pod proxy, for members run with --metrics-secure=false: the proxy does not pass a token on) or a JSON file {\"token\": bearer token, \"urls\": {member: URL}} (`loadtest cluster` writes one).")
 	fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:0", "Loopback address of the harness's own metrics endpoint.")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -169,11 +169,11 @@ func measureCommand(ctx context.Context, args []string) error {
 			if err != nil {
 				return nil, err
 			}
-			urls := map[string]string{}
-			if err := json.Unmarshal(data, &urls); err != nil {
+			var targets localenv.MetricsTargets
+			if err := json.Unmarshal(data, &targets); err != nil {
 				return nil, fmt.Errorf("reading %s: %w", memberMetrics, err)
 			}
-			return localenv.FetchURL(ctx, urls[member])
+			return localenv.FetchURL(ctx, targets.URLs[member], targets.Token)
 		}
 	}
 	sr := &shardingv1alpha1.ShardRing{}

@@ -24,9 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
@@ -47,6 +45,8 @@ type config struct {
 	webhookCertDir          string
 	storeKind, postgresURL  string
 	metricsAddr, probeAddr  string
+	metricsSecure, http2    bool
+	metricsCertDir          string
 	concurrency, workers    int
 	qps                     float64
 	burst                   int
@@ -84,7 +84,10 @@ Usage: largedata-operator [flags]
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "Folder with the webhook's tls.crt and tls.key. Default: controller-runtime's default folder.")
 	fs.StringVar(&c.storeKind, "store", "memory", "Where the records live: memory (per process; for demos and load tests) or postgres.")
 	fs.StringVar(&c.postgresURL, "postgres-url", os.Getenv("POSTGRES_URL"), "PostgreSQL connection URL for --store=postgres, e.g. postgres://user@host:5432/db?pool_max_conns=8. Default: $POSTGRES_URL.")
-	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "Serve the metrics over HTTPS to scrapers the API server authenticates (TokenReview) and authorizes for get on /metrics (SubjectAccessReview; the ClusterRole metrics-reader). With false, plain HTTP to anyone who reaches the port.")
+	fs.StringVar(&c.metricsCertDir, "metrics-cert-dir", "", "Folder with the metrics server's tls.crt and tls.key. Default: a self-signed certificate made at start.")
+	fs.BoolVar(&c.http2, "enable-http2", false, "Serve HTTP/2 on the metrics and webhook servers. Off by default: HTTP/2's rapid reset (CVE-2023-44487).")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 4, "LargeData objects reconciled at once by this replica.")
 	fs.IntVar(&c.workers, "workers", 4, "Goroutines that transform the records of one batch.")
@@ -145,13 +148,13 @@ func run() error {
 
 	opts := ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: cfg.metricsAddr},
+		Metrics:                metricsOptions(cfg.metricsAddr, cfg.metricsSecure, cfg.metricsCertDir, cfg.http2),
 		HealthProbeBindAddress: cfg.probeAddr,
 		// Summary ConfigMaps are the only ConfigMaps the operator reads.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Label: largedataSummaries()},
 		}},
-		WebhookServer: webhook.NewServer(webhook.Options{Port: cfg.webhookPort, CertDir: cfg.webhookCertDir}),
+		WebhookServer:          webhookServer(cfg.webhookPort, cfg.webhookCertDir, cfg.http2),
 	}
 	var ring *sharding.Ring
 	if cfg.sharded {

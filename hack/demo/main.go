@@ -153,6 +153,10 @@ func run(objects, namespaces int, postgres, exit bool) (err error) {
 		return err
 	}
 
+	tokenFile := filepath.Join(filepath.Dir(env.LogDir()), "metrics-token")
+	if err := os.WriteFile(tokenFile, []byte(env.MetricsToken()), 0o600); err != nil {
+		return err
+	}
 	fmt.Printf(`
 Everything is running. In another terminal:
 
@@ -161,11 +165,13 @@ Everything is running. In another terminal:
   %s -n %s get statefulset,pods
   %s -n %s scale statefulset %s --replicas=2
 
-Metrics of the members:
+Metrics of the members (HTTPS, for bearers of a token allowed to get /metrics):
 %s
+  curl -k -H "Authorization: Bearer $(cat %s)" <URL>
+
 Logs: %s
 `, env.Kubeconfig, kubectl(root), kubectl(root), operatorNS, kubectl(root), operatorNS, statefulSet,
-		metricsURLs(env), env.LogDir())
+		metricsURLs(env), tokenFile, env.LogDir())
 	if exit {
 		return nil
 	}

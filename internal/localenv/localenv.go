@@ -9,6 +9,7 @@ package localenv
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,10 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -87,8 +92,10 @@ type Env struct {
 	// Kubeconfig is the path of the admin kubeconfig.
 	Kubeconfig string
 
-	cluster  *localcluster.Cluster
-	postgres *testpg.Server
+	cluster *localcluster.Cluster
+	// metricsToken lets its bearer scrape the members' metrics.
+	metricsToken string
+	postgres     *testpg.Server
 	// kinePostgres holds the API server's objects, with Options.Kine.
 	kinePostgres *testpg.Server
 	runner       *podrunner.Runner
@@ -226,6 +233,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if env.metricsToken, err = metricsToken(ctx, clientset); err != nil {
+		return nil, err
+	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	env.stopRunner, env.runnerDone = stop, make(chan error, 1)
 	go func() { env.runnerDone <- env.runner.Run(runCtx) }()
@@ -295,14 +305,50 @@ func WaitSettled(ctx context.Context, c client.Client, ring types.NamespacedName
 	return nil
 }
 
+// MetricsScraper is the ServiceAccount, in Namespace, whose token Start
+// makes for scraping the members' metrics, bound to the ClusterRole
+// MetricsReaderRole as Prometheus's would be.
+const (
+	MetricsScraper    = "kubeshard-metrics-scraper"
+	MetricsReaderRole = "largedata-operator-metrics-reader"
+)
+
+// metricsToken creates MetricsScraper with the ClusterRole MetricsReaderRole
+// and returns a token of it, valid for a day.
+func metricsToken(ctx context.Context, cs kubernetes.Interface) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: MetricsScraper}}
+	if _, err := cs.CoreV1().ServiceAccounts(Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating the metrics scraper's ServiceAccount: %w", err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: MetricsScraper},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: MetricsReaderRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: Namespace, Name: MetricsScraper}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("binding the metrics scraper to %s: %w", MetricsReaderRole, err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(Namespace).CreateToken(ctx, MetricsScraper, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("making a token for the metrics scraper: %w", err)
+	}
+	return tr.Status.Token, nil
+}
+
+// MetricsToken is a bearer token the members' metrics endpoints accept
+// (their HTTPS endpoints authenticate and authorize every scrape).
+func (e *Env) MetricsToken() string { return e.metricsToken }
+
 // MemberMetrics fetches a member's metrics from the loopback port its
-// process listens on.
+// process listens on, with MetricsToken.
 func (e *Env) MemberMetrics(ctx context.Context, member string) ([]byte, error) {
-	ports, ok := e.runner.Ports(Namespace + "/" + member)
+	url, ok := e.MetricsURLs([]string{member})[member]
 	if !ok {
 		return nil, fmt.Errorf("member %s is not running", member)
 	}
-	return fetch(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", ports.Metrics))
+	return FetchURL(ctx, url, e.metricsToken)
 }
 
 // MetricsURLs returns each running member's metrics URL, by member.
@@ -310,24 +356,32 @@ func (e *Env) MetricsURLs(members []string) map[string]string {
 	out := map[string]string{}
 	for _, m := range members {
 		if ports, ok := e.runner.Ports(Namespace + "/" + m); ok {
-			out[m] = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports.Metrics)
+			out[m] = fmt.Sprintf("https://127.0.0.1:%d/metrics", ports.Metrics)
 		}
 	}
 	return out
 }
 
-// WriteMetricsURLs writes MetricsURLs of the first max members as JSON into
-// path, for a `measure` run in another process.
+// MetricsTargets is what WriteMetricsURLs writes: the members' metrics URLs
+// and the bearer token they accept.
+type MetricsTargets struct {
+	Token string            `json:"token"`
+	URLs  map[string]string `json:"urls"`
+}
+
+// WriteMetricsURLs writes MetricsURLs of the first max members and
+// MetricsToken as JSON (MetricsTargets) into path, readable by its owner
+// only, for a `measure` run in another process.
 func (e *Env) WriteMetricsURLs(path string, max int) error {
 	var names []string
 	for i := range max {
 		names = append(names, fmt.Sprintf("%s-%d", StatefulSet, i))
 	}
-	data, err := json.MarshalIndent(e.MetricsURLs(names), "", "  ")
+	data, err := json.MarshalIndent(MetricsTargets{Token: e.metricsToken, URLs: e.MetricsURLs(names)}, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, data, 0o644)
+	return os.WriteFile(path, data, 0o600)
 }
 
 // Kubectl runs bin/k8s/kubectl against the cluster and returns its output.
@@ -375,12 +429,21 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func fetch(ctx context.Context, url string) ([]byte, error) {
+// scrapeClient trusts the members' self-signed metrics certificates: they
+// listen on loopback, and what a scrape proves is its token.
+var scrapeClient = &http.Client{Transport: &http.Transport{
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback, self-signed
+}}
+
+func fetch(ctx context.Context, url, token string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := scrapeClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -391,13 +454,13 @@ func fetch(ctx context.Context, url string) ([]byte, error) {
 	return io.ReadAll(resp.Body)
 }
 
-// FetchURL fetches a metrics URL; for MemberMetrics of a cluster started by
-// another process.
-func FetchURL(ctx context.Context, url string) ([]byte, error) {
+// FetchURL fetches a metrics URL with a bearer token (none if empty); for
+// MemberMetrics of a cluster started by another process.
+func FetchURL(ctx context.Context, url, token string) ([]byte, error) {
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return nil, fmt.Errorf("not an http URL: %q", url)
 	}
-	return fetch(ctx, url)
+	return fetch(ctx, url, token)
 }
 
 // Settled reports whether the ring is Ready with n members that each own

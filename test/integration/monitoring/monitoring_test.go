@@ -82,6 +82,13 @@ scrape_configs:
 # As the Prometheus Operator names the job of a ServiceMonitor: after the
 # Service, which the alerts rely on.
 - job_name: largedata-operator
+  # The members serve their metrics over HTTPS, with self-signed
+  # certificates, to bearers of a token allowed to get /metrics.
+  scheme: https
+  authorization:
+    credentials_file: %[5]s
+  tls_config:
+    insecure_skip_verify: true
   file_sd_configs:
   - files:
     - %[3]s
@@ -90,9 +97,10 @@ scrape_configs:
   static_configs:
   - targets:
     - %[4]s
-`, scrapeInterval, rulesFile, targets, exporter.addr))
+`, scrapeInterval, rulesFile, targets, exporter.addr, set.tokenFile(dir)))
 
 	settled2 := set.waitSettled(2, 90*time.Second)
+	set.checkMetricsAccess(statefulSet + "-0")
 	ld := newLoad(t, set.c, "load", exporter)
 	names := make([]string, objects)
 	for i := range names {

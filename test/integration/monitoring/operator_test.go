@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeshard/kubeshard/internal/localenv"
@@ -128,10 +132,66 @@ func (s *operatorSet) writeTargets(ctx context.Context, path string, maxPods int
 	}
 }
 
+// tokenFile writes the token the members' metrics endpoints accept into dir
+// and returns its path, for Prometheus's credentials_file.
+func (s *operatorSet) tokenFile(dir string) string {
+	s.t.Helper()
+	path := filepath.Join(dir, "metrics-token")
+	if err := os.WriteFile(path, []byte(s.env.MetricsToken()), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	return path
+}
+
 func (s *operatorSet) logTails() {
 	logs, _ := filepath.Glob(filepath.Join(s.env.LogDir(), "*.log"))
 	for _, path := range logs {
 		out, _ := os.ReadFile(path)
 		s.t.Logf("%s:\n%s", filepath.Base(path), tail(out, 30))
+	}
+}
+
+// checkMetricsAccess scrapes a member's metrics as three clients: with no
+// token, with the token of a ServiceAccount that may not get /metrics, and
+// with the scraper's token (the ClusterRole largedata-operator-metrics-reader).
+// Only the last may read them.
+func (s *operatorSet) checkMetricsAccess(member string) {
+	s.t.Helper()
+	ctx := s.t.Context()
+	url, ok := s.env.MetricsURLs([]string{member})[member]
+	if !ok {
+		s.t.Fatalf("member %s is not running", member)
+	}
+	if !strings.HasPrefix(url, "https://") {
+		s.t.Errorf("member %s serves its metrics at %s, not over HTTPS", member, url)
+	}
+	cs, err := kubernetes.NewForConfig(s.env.Config)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	const stranger = "not-a-metrics-reader"
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: stranger}}
+	if _, err := cs.CoreV1().ServiceAccounts(operatorNS).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(operatorNS).CreateToken(ctx, stranger, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		who, token string
+		refusal    string // the status of a refusal; "" if allowed
+	}{
+		{"an anonymous scraper", "", "401 Unauthorized"},
+		{"a ServiceAccount without the metrics-reader role", tr.Status.Token, "403 Forbidden"},
+		{"the scraper bound to the metrics-reader role", s.env.MetricsToken(), ""},
+	} {
+		body, err := localenv.FetchURL(ctx, url, tc.token)
+		switch {
+		case tc.refusal == "" && (err != nil || !strings.Contains(string(body), "kubeshard_member_")):
+			s.t.Errorf("%s could not read %s's metrics: %v", tc.who, member, err)
+		case tc.refusal != "" && (err == nil || !strings.Contains(err.Error(), tc.refusal)):
+			s.t.Errorf("%s reading %s's metrics: %v (%d bytes); want %s", tc.who, member, err, len(body), tc.refusal)
+		}
 	}
 }
