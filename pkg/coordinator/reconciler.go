@@ -51,10 +51,11 @@ type Reconciler struct {
 	// Options are the coordinator's options, with defaults applied.
 	Options Options
 
-	liveSet       string    // the live members at the last reconcile, joined
-	liveChangedAt time.Time // when liveSet last changed
-	pendingSince  time.Time // when a rebalance was first found needed; zero if none
-	timings       timings   // when the pending moves were recorded, for their durations
+	liveSet       string            // the live members at the last reconcile, joined
+	liveChangedAt time.Time         // when liveSet last changed
+	pendingSince  time.Time         // when a rebalance was first found needed; zero if none
+	timings       timings           // when the pending moves were recorded, for their durations
+	reported      map[string]string // Lease anomalies already recorded as events
 }
 
 // Reconcile advances the ring's assignment by one step and records it.
@@ -78,6 +79,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if r.Synced != nil && !r.Synced() {
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
+	r.reportLeaseAnomalies(ctx, sr)
 	members, err := r.members(ctx, sr)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -247,6 +249,21 @@ func (r *Reconciler) writeInvalid(ctx context.Context, sr *shardingv1alpha1.Shar
 		r.Recorder.Eventf(sr, nil, corev1.EventTypeWarning, ReasonInvalidRing, "Coordinate", "%v", cause)
 	}
 	return reconcile.TerminalError(cause)
+}
+
+// reportLeaseAnomalies records, once each, a Warning event for every Lease
+// with the ring's label that the Tracker found wrong: one that is no member's
+// own (ignored), or a member's held in another name.
+func (r *Reconciler) reportLeaseAnomalies(ctx context.Context, sr *shardingv1alpha1.ShardRing) {
+	anomalies := r.Tracker.Anomalies()
+	for lease, why := range anomalies {
+		if r.reported[lease] == why {
+			continue
+		}
+		r.Recorder.Eventf(sr, nil, corev1.EventTypeWarning, ReasonLeaseAnomaly, "Observe", "Lease %s: %s", lease, why)
+		logf.FromContext(ctx).Info("A Lease with the ring's label is wrong", "lease", lease, "problem", why)
+	}
+	r.reported = anomalies
 }
 
 // recordEvents records joins, leaves, expiries and rebalances. A member that

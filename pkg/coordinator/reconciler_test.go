@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,4 +192,37 @@ func TestAStalledWatchTakesNoSlotsFromALiveMember(t *testing.T) {
 			t.Errorf("op-0 holds its Lease again but the watch showed it released; the members own %v, want op-0 to keep its %d slots", owners, simSlots/2)
 		}
 	})
+}
+
+// A Lease with the ring's label that is no member's own is not a member, and
+// the coordinator says so once in a Warning event; so is a member's Lease
+// held in another name, which stays the member's.
+func TestTheCoordinatorReportsLeasesThatAreNoMembersOwn(t *testing.T) {
+	f := newFailover(t)
+	forged := f.lease("op-0", 0)
+	forged.Name = "hand-made"
+	if err := f.api.Create(t.Context(), forged); err != nil {
+		t.Fatal(err)
+	}
+	f.tracker.Observe(forged)
+	held := f.get(t, "op-1")
+	held.Spec.HolderIdentity = ptr.To("intruder")
+	f.tracker.Observe(held)
+
+	rec := &events.FakeRecorder{Events: make(chan string, 10)}
+	r := f.reconciler(f.tracker)
+	r.Recorder = rec
+	f.step(t, r)
+	f.step(t, r)
+	var got []string
+	for len(rec.Events) > 0 {
+		got = append(got, <-rec.Events)
+	}
+	if len(got) != 2 || !slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "hand-made") && strings.Contains(e, ReasonLeaseAnomaly) }) ||
+		!slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "intruder") }) {
+		t.Errorf("events %q; want one Warning %s for each Lease, once", got, ReasonLeaseAnomaly)
+	}
+	if owners := f.owners(t); owners["op-0"] != simSlots/2 || owners["op-1"] != simSlots/2 {
+		t.Errorf("the members own %v; want them unchanged by the two Leases", owners)
+	}
 }

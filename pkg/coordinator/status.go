@@ -23,6 +23,7 @@ const (
 	ReasonSlotsWithoutOwner = "SlotsWithoutOwner"
 	ReasonNoLiveMembers     = "NoLiveMembers"
 	ReasonInvalidRing       = "InvalidRing"
+	ReasonLeaseAnomaly      = "LeaseAnomaly"
 	ReasonMembershipChanged = "MembershipChanged"
 
 	// Reasons of the ServerSideSharding condition (selectorMode ShardSelector).

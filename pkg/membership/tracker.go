@@ -2,6 +2,8 @@ package membership
 
 import (
 	"cmp"
+	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +119,9 @@ type Tracker struct {
 
 	mu     sync.Mutex
 	leases map[string]*observed // by Lease name: a Tracker follows one namespace
+	// anomalies are what is wrong with Leases labelled with the ring, by
+	// Lease name.
+	anomalies map[string]string
 }
 
 // observed is the last version of a Lease seen and when it was first seen.
@@ -128,7 +133,7 @@ type observed struct {
 
 // NewTracker returns an empty Tracker.
 func NewTracker(opts TrackerOptions) *Tracker {
-	return &Tracker{opts: opts.withDefaults(), leases: map[string]*observed{}}
+	return &Tracker{opts: opts.withDefaults(), leases: map[string]*observed{}, anomalies: map[string]string{}}
 }
 
 // Observe records a Lease as its process sees it, on every event and on
@@ -154,6 +159,7 @@ func (t *Tracker) Observe(lease *coordinationv1.Lease) {
 	if t.opts.Ring == "" || lease.Labels[shardingv1alpha1.LabelRing] != t.opts.Ring {
 		// Also drops a Lease whose label was changed away from this ring.
 		delete(t.leases, lease.Name)
+		delete(t.anomalies, lease.Name)
 		return
 	}
 
@@ -179,6 +185,24 @@ func (t *Tracker) Observe(lease *coordinationv1.Lease) {
 	}
 	if name == "" {
 		name = strings.TrimPrefix(lease.Name, t.opts.Ring+"-")
+	}
+	// A member renews exactly one Lease, named after the ring and itself. Any
+	// other Lease with the ring's label (made by hand, or by something else
+	// that chose the label) would make a member out of nothing, or give a real
+	// member a second Lease whose renewals could keep it looking alive after
+	// it died: it is ignored.
+	if lease.Name != LeaseName(t.opts.Ring, name) {
+		delete(t.leases, lease.Name)
+		t.anomalies[lease.Name] = fmt.Sprintf("ignored: it names member %q, whose Lease would be %q", name, LeaseName(t.opts.Ring, name))
+		return
+	}
+	// A member's own Lease held in another name was written by someone else;
+	// the member writes its name back with its next renewal. It stays the
+	// member's Lease: ignoring it would make a live member look gone.
+	if holder != "" && holder != name {
+		t.anomalies[lease.Name] = fmt.Sprintf("the Lease of member %q is held by %q", name, holder)
+	} else {
+		delete(t.anomalies, lease.Name)
 	}
 	leaseDuration := t.opts.LeaseDuration
 	if d := lease.Spec.LeaseDurationSeconds; d != nil && *d > 0 {
@@ -208,12 +232,22 @@ func (t *Tracker) Observe(lease *coordinationv1.Lease) {
 	t.leases[lease.Name] = o
 }
 
+// Anomalies returns what is wrong with Leases that carry the ring's label, by
+// Lease name: Leases that are no member's own (ignored) and members' Leases
+// held in another name. Someone wrote them who should not have.
+func (t *Tracker) Anomalies() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.anomalies)
+}
+
 // Forget drops the Lease with this name, for a Lease that was deleted. A
 // member whose Lease is gone is not live.
 func (t *Tracker) Forget(leaseName string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.leases, leaseName)
+	delete(t.anomalies, leaseName)
 }
 
 // Members returns every tracked member, sorted by name, judged live or expired

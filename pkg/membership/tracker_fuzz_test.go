@@ -16,7 +16,8 @@ import (
 // holder, member label and lease duration. It must never panic; a serving
 // list it cannot read must leave the member's slots unknown (never empty:
 // empty would let the coordinator complete handovers away from it), and
-// nothing read may lie outside the ring.
+// nothing read may lie outside the ring. A Lease that names another member
+// than its own name does is no member's: it is ignored and reported.
 func FuzzTrackerObserve(f *testing.F) {
 	f.Add("0-9", "3", "op-0", "op-0", int32(15))
 	f.Add("0-9,abc", "-1", "", "op-0", int32(0))
@@ -33,7 +34,21 @@ func FuzzTrackerObserve(f *testing.F) {
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &seconds},
 		}
 		tracker.Observe(lease)
+		named := member
+		if named == "" {
+			named = holder
+		}
+		if named != "" && named != "op-0" {
+			if got := tracker.Members(); len(got) != 0 || tracker.Anomalies()[lease.Name] == "" {
+				t.Fatalf("the Lease of op-0 naming member %q (holder %q) read as members %+v, anomalies %v; want it ignored and reported",
+					member, holder, got, tracker.Anomalies())
+			}
+			return
+		}
 		m := onlyMember(t, tracker)
+		if holder != "" && holder != "op-0" && tracker.Anomalies()[lease.Name] == "" {
+			t.Fatalf("op-0's Lease held by %q is not reported", holder)
+		}
 		if _, err := ring.ParseRanges(serving, ring.DefaultSlots); err != nil {
 			if !m.ServingUnknown || len(m.Serving) != 0 {
 				t.Fatalf("serving %q does not parse, yet the member reads %+v; want its slots unknown", serving, m)

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -339,5 +340,46 @@ func TestTrackerMembersSortedWithLeaseDurationDefault(t *testing.T) {
 	}
 	if members[1].LeaseDuration != DefaultLeaseDuration {
 		t.Errorf("LeaseDuration of a Lease without one = %v, want the default %v", members[1].LeaseDuration, DefaultLeaseDuration)
+	}
+}
+
+// Only a member's own Lease, named after the ring and the member, makes a
+// member: another Lease with the ring's label, made by hand or by something
+// else, is ignored and reported; a member's Lease held in another name is
+// still the member's (ignoring it would make a live member look gone) but is
+// reported.
+func TestTrackerLeasesThatAreNoMembersOwn(t *testing.T) {
+	tracker, _ := newTestTracker()
+	tracker.Observe(memberLease("op-0", "100", start))
+
+	forged := memberLease("op-0", "7", start)
+	forged.Name = "someone-elses-lease"
+	tracker.Observe(forged)
+	ghost := memberLease("ghost", "8", start)
+	ghost.Name = "widgets-not-ghost"
+	tracker.Observe(ghost)
+	if m := onlyMember(t, tracker); m.Name != "op-0" || m.LeaseName != "widgets-op-0" {
+		t.Errorf("member %+v; want op-0 of its own Lease only", m)
+	}
+	anomalies := tracker.Anomalies()
+	for _, name := range []string{"someone-elses-lease", "widgets-not-ghost"} {
+		if !strings.Contains(anomalies[name], "ignored") {
+			t.Errorf("Lease %s: anomaly %q, want it reported as ignored", name, anomalies[name])
+		}
+	}
+
+	held := memberLease("op-0", "101", start)
+	held.Spec.HolderIdentity = ptr.To("intruder")
+	tracker.Observe(held)
+	if m := onlyMember(t, tracker); m.Name != "op-0" || !m.Live {
+		t.Errorf("op-0 with its Lease held by another name: %+v; want it still a live member", m)
+	}
+	if !strings.Contains(tracker.Anomalies()["widgets-op-0"], "intruder") {
+		t.Errorf("anomalies %v; want op-0's Lease reported as held by intruder", tracker.Anomalies())
+	}
+	tracker.Observe(memberLease("op-0", "102", start))
+	tracker.Forget("someone-elses-lease")
+	if got := tracker.Anomalies(); len(got) != 1 || got["widgets-not-ghost"] == "" {
+		t.Errorf("anomalies %v after op-0 renewed in its own name and one forged Lease was deleted; want the other only", got)
 	}
 }
