@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/pkg/coordinator"
+	"github.com/kubeshard/kubeshard/pkg/membership"
+	"github.com/kubeshard/kubeshard/pkg/ring"
+)
+
+// TestGarbageWhereKubeshardReads writes, by hand, what a careless admin or a
+// compromised client could write where two members read: a member's Lease
+// with annotations that do not parse, a Lease that pretends to be a member's,
+// and a ShardRing status that gives a slot to both members. Objects created
+// meanwhile must all be reconciled, by one member at a time (the journals),
+// no member may exit, and each garbage must be reported where an admin
+// looks: an event on the ring, or its Ready condition.
+func TestGarbageWhereKubeshardReads(t *testing.T) {
+	ctx := t.Context()
+	c := env.Client
+	ns := createRing(t, c, "e2e-garbage", leaseSeconds)
+	journals := t.TempDir()
+	members := []string{"op-0", "op-1"}
+	replicas := map[string]*replica{}
+	for _, name := range members {
+		replicas[name] = startReplica(t, ns, name, journalFlag(journals, name))
+	}
+	waitFor(t, 60*time.Second, "two replicas share the ring", func() (bool, string) {
+		return settled(ctx, c, ns, members...)
+	})
+	createDatasets(t, c, ns, 20)
+	waitReconciled(t, c, ns, 20, 60*time.Second)
+	batch := 0
+	createMore := func(what string) {
+		t.Helper()
+		batch++
+		names := make([]string, 10)
+		for i := range names {
+			names[i] = fmt.Sprintf("after-%d-%02d", batch, i)
+		}
+		createNamed(t, c, ns, names)
+		waitFor(t, 60*time.Second, "objects created after "+what+" are reconciled", func() (bool, string) {
+			return namesReconciled(ctx, c, ns, names)
+		})
+	}
+
+	t.Run("a member's Lease with annotations that do not parse", func(t *testing.T) {
+		for _, garbage := range []map[string]string{
+			{shardingv1alpha1.AnnotationServing: "abc", shardingv1alpha1.AnnotationEpoch: "-5"},
+			{shardingv1alpha1.AnnotationServing: "0-99999", shardingv1alpha1.AnnotationEpoch: "99999999999999999999999"},
+		} {
+			// The member renews its Lease every few seconds: retry on conflict.
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				lease := &coordinationv1.Lease{}
+				if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: membership.LeaseName(ringName, "op-1")}, lease); err != nil {
+					return err
+				}
+				for k, v := range garbage {
+					lease.Annotations[k] = v
+				}
+				return c.Update(ctx, lease)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			// Repaired: the member writes its own with its next renewal.
+			waitFor(t, 3*lease, "the member writes its Lease's annotations back", func() (bool, string) {
+				l := &coordinationv1.Lease{}
+				if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: membership.LeaseName(ringName, "op-1")}, l); err != nil {
+					return false, err.Error()
+				}
+				_, err := ring.ParseRanges(l.Annotations[shardingv1alpha1.AnnotationServing], ring.DefaultSlots)
+				return err == nil && l.Annotations[shardingv1alpha1.AnnotationEpoch] != garbage[shardingv1alpha1.AnnotationEpoch],
+					fmt.Sprintf("annotations %v", l.Annotations)
+			})
+			createMore(fmt.Sprintf("the Lease said %v", garbage))
+		}
+	})
+
+	t.Run("a Lease that pretends to be a member's", func(t *testing.T) {
+		forged := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pretender", Labels: map[string]string{
+				shardingv1alpha1.LabelRing: ringName, membership.LabelMember: "ghost",
+			}},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity: ptr.To("ghost"), LeaseDurationSeconds: ptr.To(leaseSeconds),
+				RenewTime: ptr.To(metav1.NewMicroTime(time.Now())),
+			},
+		}
+		if err := c.Create(ctx, forged); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "the coordinator reports the forged Lease", func() (bool, string) {
+			return ringEvent(t, ns, coordinator.ReasonLeaseAnomaly, "pretender")
+		})
+		createMore("a forged Lease")
+		sr, err := getRing(ctx, c, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range sr.Status.Members {
+			if m.Name == "ghost" {
+				t.Errorf("the forged Lease made member %+v", m)
+			}
+		}
+	})
+
+	t.Run("a ShardRing status that gives a slot to both members", func(t *testing.T) {
+		var good *shardingv1alpha1.ShardRingStatus
+		var slot string
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			sr, err := getRing(ctx, c, ns)
+			if err != nil {
+				return err
+			}
+			good = sr.Status.DeepCopy()
+			slot = strings.SplitN(strings.SplitN(sr.Status.Members[0].Slots, ",", 2)[0], "-", 2)[0]
+			sr.Status.Members[1].Slots = slot + "," + sr.Status.Members[1].Slots
+			return c.Status().Update(ctx, sr)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "the ring says its status is invalid", func() (bool, string) {
+			sr, err := getRing(ctx, c, ns)
+			if err != nil {
+				return false, err.Error()
+			}
+			cond := meta.FindStatusCondition(sr.Status.Conditions, shardingv1alpha1.ConditionReady)
+			return cond != nil && cond.Reason == coordinator.ReasonInvalidRing, fmt.Sprintf("Ready: %+v", cond)
+		})
+		// The members keep serving the slots they served.
+		createMore("a status with two owners of slot " + slot)
+
+		// Putting the status right puts the ring right.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			sr, err := getRing(ctx, c, ns)
+			if err != nil {
+				return err
+			}
+			sr.Status = *good
+			return c.Status().Update(ctx, sr)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "the ring is Ready again", func() (bool, string) {
+			return settled(ctx, c, ns, members...)
+		})
+		createMore("the status was put right")
+	})
+
+	for _, name := range members {
+		select {
+		case <-replicas[name].exited:
+			t.Errorf("replica %s exited (%v); garbage must not crash a member", name, replicas[name].err)
+		default:
+		}
+		replicas[name].stop(t)
+	}
+	report, _ := checkJournals(t, c, ns, journals, nil)
+	figures(t, "garbage", append([]any{"members", len(members)}, journalFigures(report)...)...)
+}
+
+// ringEvent reports whether an event with reason about the ring of ns
+// mentions what.
+func ringEvent(t *testing.T, ns, reason, what string) (bool, string) {
+	list := &eventsv1.EventList{}
+	if err := env.Client.List(t.Context(), list, client.InNamespace(ns)); err != nil {
+		return false, err.Error()
+	}
+	var seen []string
+	for _, e := range list.Items {
+		if e.Reason == reason && strings.Contains(e.Note, what) {
+			return true, ""
+		}
+		seen = append(seen, e.Reason)
+	}
+	return false, fmt.Sprintf("events: %v", seen)
+}
