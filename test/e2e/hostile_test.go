@@ -160,14 +160,61 @@ func TestGarbageWhereKubeshardReads(t *testing.T) {
 		createMore("the status was put right")
 	})
 
-	for _, name := range members {
-		select {
-		case <-replicas[name].exited:
-			t.Errorf("replica %s exited (%v); garbage must not crash a member", name, replicas[name].err)
-		default:
-		}
-		replicas[name].stop(t)
+	// The status edited to give some of op-0's slots to a member that does
+	// not exist, and then to an epoch below what the members have followed.
+	for _, edit := range []struct {
+		what   string
+		change func(st *shardingv1alpha1.ShardRingStatus)
+	}{
+		{"an unknown member owning some of op-0's slots", func(st *shardingv1alpha1.ShardRingStatus) {
+			owned, err := ring.ParseRanges(st.Members[0].Slots, ring.DefaultSlots)
+			if err != nil || len(owned) < 2 {
+				t.Fatalf("op-0's slots %q: %v", st.Members[0].Slots, err)
+			}
+			half := len(owned) / 2
+			st.Members[0].Slots, st.Members[0].SlotCount = ring.FormatRanges(owned[:half]), int32(half)
+			st.Members = append(st.Members, shardingv1alpha1.MemberStatus{
+				Name: "nobody", State: shardingv1alpha1.MemberReady,
+				Slots: ring.FormatRanges(owned[half:]), SlotCount: int32(len(owned) - half),
+			})
+		}},
+		{"an epoch lowered to 1", func(st *shardingv1alpha1.ShardRingStatus) { st.Epoch = 1 }},
+	} {
+		t.Run("a ShardRing status with "+edit.what, func(t *testing.T) {
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				sr, err := getRing(ctx, c, ns)
+				if err != nil {
+					return err
+				}
+				edit.change(&sr.Status)
+				return c.Status().Update(ctx, sr)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			createMore("a status with " + edit.what)
+			waitFor(t, 3*lease+30*time.Second, "the ring is Ready with its two members", func() (bool, string) {
+				return settled(ctx, c, ns, members...)
+			})
+			createMore("the ring recovered from " + edit.what)
+		})
 	}
+
+	// Slots move after the lowered epoch: the moves' epochs must still be
+	// above what the members have followed, or they would ignore them.
+	t.Run("a member leaves after the epoch was lowered", func(t *testing.T) {
+		replicas["op-1"].stop(t)
+		waitFor(t, 3*lease+30*time.Second, "op-0 serves the ring alone", func() (bool, string) {
+			return settled(ctx, c, ns, "op-0")
+		})
+		createMore("op-1 left")
+	})
+
+	select {
+	case <-replicas["op-0"].exited:
+		t.Errorf("replica op-0 exited (%v); garbage must not crash a member", replicas["op-0"].err)
+	default:
+	}
+	replicas["op-0"].stop(t)
 	report, _ := checkJournals(t, c, ns, journals, nil)
 	figures(t, "garbage", append([]any{"members", len(members)}, journalFigures(report)...)...)
 }
