@@ -155,11 +155,16 @@ func TestSlotLabelWebhook(t *testing.T) {
 		}
 		wantLabel(t, ld, slotOf(namespace, "updated"))
 
-		ld.Labels[shardingv1alpha1.LabelSlot] = "7777"
-		if err := c.Update(ctx, ld); err != nil {
-			t.Fatal(err)
+		// Another slot, garbage, a slot beyond the ring, the right slot in a
+		// spelling members do not select: all put back.
+		other := slotlabel.Value((ring.Slot(namespace, "updated", ring.DefaultSlots) + 1) % ring.DefaultSlots)
+		for _, hand := range []string{other, "abc", "99999", "7777", "0" + slotOf(namespace, "updated")} {
+			ld.Labels[shardingv1alpha1.LabelSlot] = hand
+			if err := c.Update(ctx, ld); err != nil {
+				t.Fatal(err)
+			}
+			wantLabel(t, ld, slotOf(namespace, "updated"))
 		}
-		wantLabel(t, ld, slotOf(namespace, "updated"))
 
 		// A merge patch that removes the label takes the same path.
 		if err := c.Patch(ctx, ld, client.RawPatch(types.MergePatchType,
