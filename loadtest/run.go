@@ -55,7 +55,7 @@ type scenario struct {
 	operatorArgs     string
 	apiServerArgs    string
 	storage          string
-	profileSeconds   time.Duration
+	profileLength    time.Duration
 	postgres         bool
 	ring             string
 	statefulSet      string
@@ -81,7 +81,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
 	fs.StringVar(&sc.apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's (local cluster only), such as --watch-cache-sizes=largedata.data.kubeshard.dev#0, which keeps LargeData out of the API server's watch cache.")
-	fs.DurationVar(&sc.profileSeconds, "profile-apiserver", time.Minute, "Length of the API server's CPU profile, taken once 40% of the objects are created and split into phases per created object; the API server's live heap is also read (after a forced GC) once every object is reconciled. 0: neither. The profiles land in --out.")
+	fs.DurationVar(&sc.profileLength, "profile-apiserver", time.Minute, "Length of the API server's CPU profile, taken once 40% of the objects are created and split into phases per created object; the API server's live heap is also read (after a forced GC) once every object is reconciled. 0: neither. The profiles land in --out.")
 	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make k8s-bins`) over a throwaway PostgreSQL server of its own.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
@@ -301,7 +301,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	profileCtx, stopProfiling := context.WithCancel(ctx)
 	defer stopProfiling()
 	var profiling sync.WaitGroup
-	if sc.profileSeconds > 0 {
+	if sc.profileLength > 0 {
 		profiling.Go(func() {
 			for tr.Stats().Present < sc.objects.objects*4/10 {
 				select {
@@ -310,7 +310,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 				case <-time.After(time.Second):
 				}
 			}
-			cpu, err := apiprofile.TakeCPU(profileCtx, apiGet, sc.profileSeconds, sc.out, "apiserver-cpu")
+			cpu, err := apiprofile.TakeCPU(profileCtx, apiGet, sc.profileLength, sc.out, "apiserver-cpu")
 			if err != nil {
 				step("The API server's CPU profile: %v", err)
 				return
@@ -360,7 +360,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		}
 		in.AllReconciled = since()
 		event("all reconciled")
-		if sc.profileSeconds > 0 {
+		if sc.profileLength > 0 {
 			profiling.Wait()
 			stored := tr.Stats().Present // and the baseline's, which the tracker does not follow
 			if in.Baseline != nil {

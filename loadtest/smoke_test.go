@@ -38,7 +38,7 @@ func TestSmoke(t *testing.T) {
 		metricsAddr:      "127.0.0.1:0",
 		sampleInterval:   2 * time.Second,
 		reconcileTimeout: 5 * time.Minute,
-		profileSeconds:   5 * time.Second,
+		profileLength:    5 * time.Second,
 		cleanup:          true,
 		operatorArgs:     "--kube-api-qps=1000 --kube-api-burst=2000 --max-concurrent-reconciles=16",
 		ring:             "kubeshard-system/largedata",

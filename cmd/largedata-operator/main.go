@@ -154,7 +154,7 @@ func run() error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Label: largedataSummaries()},
 		}},
-		WebhookServer:          webhookServer(cfg.webhookPort, cfg.webhookCertDir, cfg.http2),
+		WebhookServer: webhookServer(cfg.webhookPort, cfg.webhookCertDir, cfg.http2),
 	}
 	var ring *sharding.Ring
 	if cfg.sharded {

@@ -95,7 +95,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		select {
 		case <-s.exited:
-			return nil, fmt.Errorf("kine exited before it listened (%v); see %s", s.err, opts.LogPath)
+			return nil, fmt.Errorf("kine exited before it listened (%w); see %s", s.err, opts.LogPath)
 		case <-ctx.Done():
 			s.Stop()
 			return nil, fmt.Errorf("kine did not listen on %s within %s; see %s", addr, opts.StartTimeout, opts.LogPath)

@@ -218,7 +218,9 @@ func TestTheCoordinatorReportsLeasesThatAreNoMembersOwn(t *testing.T) {
 	for len(rec.Events) > 0 {
 		got = append(got, <-rec.Events)
 	}
-	if len(got) != 2 || !slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "hand-made") && strings.Contains(e, ReasonLeaseAnomaly) }) ||
+	if len(got) != 2 || !slices.ContainsFunc(got, func(e string) bool {
+		return strings.Contains(e, "hand-made") && strings.Contains(e, ReasonLeaseAnomaly)
+	}) ||
 		!slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "intruder") }) {
 		t.Errorf("events %q; want one Warning %s for each Lease, once", got, ReasonLeaseAnomaly)
 	}
