@@ -72,6 +72,8 @@ func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 		{[]string{"--storage", "sqlite"}, false},
 		{[]string{"--apiserver-args", "--watch-cache-sizes=largedata.data.kubeshard.dev#0"}, true},
 		{[]string{"--apiserver-args", "--v=2", "--kubeconfig", "some.kubeconfig"}, false},
+		{[]string{"--apiserver-env", "GOGC=400"}, true},
+		{[]string{"--apiserver-env", "GOGC=400", "--kubeconfig", "some.kubeconfig"}, false},
 	} {
 		sc := &scenario{}
 		fs := newFlagSet("run", "")

@@ -54,6 +54,7 @@ type scenario struct {
 	cleanup          bool
 	operatorArgs     string
 	apiServerArgs    string
+	apiServerEnv     string
 	storage          string
 	profileLength    time.Duration
 	postgres         bool
@@ -82,6 +83,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
 	fs.StringVar(&sc.apiServerArgs, "apiserver-args", "", "Flags appended to kube-apiserver's (local cluster only), such as --watch-cache-sizes=largedata.data.kubeshard.dev#0, which keeps LargeData out of the API server's watch cache.")
 	fs.DurationVar(&sc.profileLength, "profile-apiserver", time.Minute, "Length of the API server's CPU profile, taken once 40% of the objects are created and split into phases per created object; the API server's live heap is also read (after a forced GC) once every object is reconciled. 0: neither. The profiles land in --out.")
+	fs.StringVar(&sc.apiServerEnv, "apiserver-env", "", "Variables added to kube-apiserver's environment (local cluster only), such as GOGC=400: with the watch cache off for LargeData its heap is small and the Go collector runs often.")
 	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make k8s-bins`) over a throwaway PostgreSQL server of its own.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
@@ -106,8 +108,8 @@ func (sc *scenario) validate() error {
 	} else if sc.storage == "kine" && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--storage chooses the local cluster's storage; with --kubeconfig, the cluster is already running"))
 	}
-	if sc.apiServerArgs != "" && sc.client.kubeconfig != "" {
-		errs = append(errs, errors.New("--apiserver-args configures the local cluster's API server; with --kubeconfig, the cluster is already running"))
+	if (sc.apiServerArgs != "" || sc.apiServerEnv != "") && sc.client.kubeconfig != "" {
+		errs = append(errs, errors.New("--apiserver-args and --apiserver-env configure the local cluster's API server; with --kubeconfig, the cluster is already running"))
 	}
 	if _, err := parseSchedule(sc.scale); err != nil {
 		errs = append(errs, err)
@@ -178,7 +180,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	if local {
 		env, err := localenv.Start(ctx, localenv.Options{
 			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
-			APIServerArgs: strings.Fields(sc.apiServerArgs), Kine: sc.storage == "kine", Postgres: sc.postgres, Progress: sc.progress,
+			APIServerArgs: strings.Fields(sc.apiServerArgs), APIServerEnv: strings.Fields(sc.apiServerEnv), Kine: sc.storage == "kine", Postgres: sc.postgres, Progress: sc.progress,
 		})
 		if env != nil {
 			defer func() {
@@ -265,7 +267,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	}
 	if local {
 		in.Scenario.OperatorArgs, in.Scenario.APIServerArgs, in.Scenario.Store = sc.operatorArgs, sc.apiServerArgs, "memory"
-		in.Scenario.Storage = sc.storage
+		in.Scenario.Storage, in.Scenario.APIServerEnv = sc.storage, sc.apiServerEnv
 		if sc.postgres {
 			in.Scenario.Store = "postgres"
 		}

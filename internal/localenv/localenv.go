@@ -69,6 +69,9 @@ type Options struct {
 	// APIServerArgs are appended to kube-apiserver's flags, such as
 	// --watch-cache-sizes=largedata.data.kubeshard.dev#0. Default: none.
 	APIServerArgs []string
+	// APIServerEnv is added to kube-apiserver's environment, such as
+	// GOGC=400. Default: none.
+	APIServerEnv []string
 	// Kine runs kube-apiserver on kine (bin/k8s/kine, `make k8s-bins`) over a
 	// throwaway PostgreSQL server of its own instead of etcd: the storage
 	// layer of k3s, and the open counterpart of the seed's SQL storage. The
@@ -137,7 +140,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, fmt.Errorf("building the operator: %w\n%s", err, out)
 	}
 
-	clusterOpts := localcluster.Options{Dir: filepath.Join(opts.Dir, "cluster"), ExtraAPIServerFlags: opts.APIServerArgs}
+	clusterOpts := localcluster.Options{
+		Dir: filepath.Join(opts.Dir, "cluster"), ExtraAPIServerFlags: opts.APIServerArgs, APIServerEnv: opts.APIServerEnv,
+	}
 	var kinePG *testpg.Server
 	if opts.Kine {
 		step("Starting PostgreSQL on loopback for kine, the API server's storage")

@@ -184,7 +184,9 @@ func (c *Cluster) startAPIServerAndKCM(ctx context.Context, pki *pki, etcdURL st
 		apiArgs = append(apiArgs, "--feature-gates="+strings.Join(gates, ","))
 	}
 	apiArgs = append(apiArgs, c.opts.ExtraAPIServerFlags...)
-	if err := c.run(ctx, c.newProcess(APIServer, apiArgs), c.checkAPIServer); err != nil {
+	api := c.newProcess(APIServer, apiArgs)
+	api.env = c.opts.APIServerEnv
+	if err := c.run(ctx, api, c.checkAPIServer); err != nil {
 		return err
 	}
 
@@ -296,7 +298,9 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	// The port is free from here until the new process binds it; another
 	// program taking it meanwhile would make the start fail with "address
 	// already in use", which is rare enough on loopback to accept.
-	if err := c.run(ctx, c.newProcess(APIServer, old.args), c.checkAPIServer); err != nil {
+	api := c.newProcess(APIServer, old.args)
+	api.env = old.env
+	if err := c.run(ctx, api, c.checkAPIServer); err != nil {
 		return fmt.Errorf("restarting kube-apiserver: %w", err)
 	}
 	return nil

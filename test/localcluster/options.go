@@ -61,6 +61,11 @@ type Options struct {
 	// ones Start sets, so a repeated single-valued flag overrides). Default: none.
 	ExtraAPIServerFlags []string
 
+	// APIServerEnv is added to kube-apiserver's environment, such as
+	// GOGC=400: with its watch cache off for a kind the API server's heap is
+	// small, and the Go collector runs often. Default: none.
+	APIServerEnv []string
+
 	// ExtraControllerManagerFlags are appended to kube-controller-manager's
 	// flags in the same way. Default: none.
 	ExtraControllerManagerFlags []string

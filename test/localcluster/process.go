@@ -22,6 +22,7 @@ type process struct {
 	name    Component
 	path    string
 	args    []string
+	env     []string // added to the test process's environment
 	logPath string
 
 	cmd  *exec.Cmd
@@ -41,6 +42,9 @@ func (p *process) start(log logr.Logger, output io.Writer) error {
 		w = io.MultiWriter(logFile, &linePrefixer{prefix: "[" + string(p.name) + "] ", w: output})
 	}
 	cmd := exec.Command(p.path, p.args...)
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = sysProcAttr()
 	// With a non-file writer exec copies through a pipe; do not let a

@@ -41,6 +41,9 @@ func Markdown(r Report) string {
 	if s.Storage == "kine" {
 		b.WriteString(" The API server's storage: kine over PostgreSQL (a throwaway server of its own), not etcd.")
 	}
+	if s.APIServerEnv != "" {
+		fmt.Fprintf(&b, " kube-apiserver's environment: `%s`.", s.APIServerEnv)
+	}
 	if s.APIServerArgs != "" {
 		fmt.Fprintf(&b, " Extra kube-apiserver flags: `%s`.", s.APIServerArgs)
 	}

@@ -49,6 +49,8 @@ type Scenario struct {
 	Storage string `json:"storage,omitempty"`
 	// APIServerArgs were appended to the local cluster's kube-apiserver flags.
 	APIServerArgs string `json:"apiServerArgs,omitempty"`
+	// APIServerEnv was added to the local cluster's kube-apiserver environment.
+	APIServerEnv string `json:"apiServerEnv,omitempty"`
 	// Store is the operator's store on the local cluster: memory or
 	// postgres; empty for a given cluster.
 	Store string `json:"store,omitempty"`
