@@ -2,7 +2,8 @@
 # Makes sure the programs the tests start, and that Go cannot build, are on
 # this machine: PostgreSQL's server binaries (the LargeData store's tests
 # start a throwaway server on a loopback port) and Prometheus with promtool
-# (the dashboards test). On Debian or Ubuntu as root it installs what is
+# (the dashboards test) and Redis (the stream source's tests start a throwaway
+# redis-server on a loopback port). On Debian or Ubuntu as root it installs what is
 # missing from the distribution's packages, without creating a database
 # cluster or starting any service; elsewhere it stops and prints the command
 # to run. Called by `make test`; nothing to do when all is there.
@@ -25,6 +26,10 @@ fi
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 	missing+=("Prometheus (prometheus, promtool)")
 	packages+=(prometheus)
+fi
+if ! command -v redis-server >/dev/null; then
+	missing+=("Redis (redis-server)")
+	packages+=(redis-server)
 fi
 if ((${#missing[@]} == 0)); then
 	exit 0
@@ -57,7 +62,7 @@ fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
-if ! have_postgres || ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+if ! have_postgres || ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v redis-server >/dev/null; then
 	echo "test-deps: the install finished, but a program is still missing" >&2
 	exit 1
 fi

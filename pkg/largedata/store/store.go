@@ -62,10 +62,25 @@ type Store interface {
 	// dataset the store does not hold has none.
 	Records(ctx context.Context, key Key, from int64, limit int) ([]Record, error)
 
-	// Delete deletes at most limit records of the dataset, and the dataset
-	// itself with the last of them. It reports done when nothing of the
-	// dataset is left, which is at once for a dataset the store does not
-	// hold.
+	// Ingest stores entries read from the dataset's stream, each once: an
+	// entry whose ID the dataset already holds is skipped, so a batch read
+	// again after a crash, or by the next owner of the dataset, stores
+	// nothing twice. The entries and the dataset's stream progress change in
+	// one transaction; the caller acknowledges the entries to the stream
+	// only after Ingest returned. Pass entries in stream order. It fails
+	// with ErrNotFound when the dataset does not exist (Initialize creates
+	// it).
+	Ingest(ctx context.Context, key Key, entries []Entry) (IngestResult, error)
+
+	// Entries returns at most limit of the dataset's stream entries, from
+	// the from-th stored (0-based) on, in the order they were stored: a page
+	// of what the dataset ingested, for inspection and tests.
+	Entries(ctx context.Context, key Key, from int64, limit int) ([]Entry, error)
+
+	// Delete deletes at most limit records or stream entries of the dataset,
+	// and the dataset itself with the last of them. It reports done when
+	// nothing of the dataset is left, which is at once for a dataset the
+	// store does not hold.
 	Delete(ctx context.Context, key Key, limit int) (done bool, err error)
 }
 
@@ -110,6 +125,43 @@ type Progress struct {
 	// Generation with a result: once every record is processed, a checksum
 	// of the whole dataset that does not depend on the processing order.
 	Checksum uint64
+	// Stream is what the dataset ingested from its stream; a new generation
+	// keeps it.
+	Stream StreamProgress
+}
+
+// Entry is one entry of a dataset's stream, as the store keeps it.
+type Entry struct {
+	// ID is the entry's ID in its stream; the dataset holds each ID once.
+	ID string
+	// Payload is the entry's content; empty for a malformed entry.
+	Payload string
+	// Malformed: the entry could not be read as a record. It is kept
+	// without payload, so that it is counted once and never retried.
+	Malformed bool
+}
+
+// StreamProgress is what a dataset ingested from its stream.
+type StreamProgress struct {
+	// Ingested counts the entries stored with a payload, Malformed those
+	// stored as malformed.
+	Ingested  int64
+	Malformed int64
+	// LastEntryID is the ID of the last entry of the latest Ingest that
+	// stored at least one: with entries passed in stream order, the newest
+	// entry the dataset holds.
+	LastEntryID string
+}
+
+// IngestResult is what one Ingest did.
+type IngestResult struct {
+	// Stored counts the entries new to the dataset (Malformed of them
+	// malformed); Duplicates those it already held.
+	Stored     int
+	Malformed  int
+	Duplicates int
+	// Stream is the dataset's stream progress after the call.
+	Stream StreamProgress
 }
 
 // Pending is the number of records not yet processed for the generation.

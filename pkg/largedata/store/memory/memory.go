@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
@@ -28,6 +29,10 @@ type dataset struct {
 	// scan is where the next batch starts looking for unprocessed records:
 	// every record below it is processed for p.Generation.
 	scan int64
+	// entries are the stream entries in the order they were stored, and
+	// entryIDs their IDs.
+	entries  []store.Entry
+	entryIDs map[string]struct{}
 	// deleted: the dataset was removed from the store; whoever still holds
 	// it must look it up again.
 	deleted bool
@@ -120,6 +125,7 @@ func (d *dataset) startGeneration(t store.Target) {
 	d.p = store.Progress{
 		Generation: t.Generation, Seed: t.Seed, Items: t.Items,
 		Created: min(d.p.Created, t.Items),
+		Stream:  d.p.Stream,
 	}
 	d.scan = 0
 }
@@ -226,6 +232,57 @@ func (s *Store) Records(ctx context.Context, key store.Key, from int64, limit in
 	return out, nil
 }
 
+// Ingest implements store.Store.
+func (s *Store) Ingest(ctx context.Context, key store.Key, entries []store.Entry) (store.IngestResult, error) {
+	if err := s.check(ctx); err != nil {
+		return store.IngestResult{}, fmt.Errorf("ingesting into dataset %s: %w", key, err)
+	}
+	d := s.lock(key, nil)
+	if d == nil {
+		return store.IngestResult{}, fmt.Errorf("ingesting into dataset %s: %w", key, store.ErrNotFound)
+	}
+	defer d.mu.Unlock()
+	if d.entryIDs == nil {
+		d.entryIDs = map[string]struct{}{}
+	}
+	var res store.IngestResult
+	for _, e := range entries {
+		if _, ok := d.entryIDs[e.ID]; ok {
+			res.Duplicates++
+			continue
+		}
+		if e.Malformed {
+			e.Payload = ""
+			res.Malformed++
+		}
+		d.entryIDs[e.ID] = struct{}{}
+		d.entries = append(d.entries, e)
+		res.Stored++
+	}
+	if res.Stored > 0 {
+		d.p.Stream.Ingested += int64(res.Stored - res.Malformed)
+		d.p.Stream.Malformed += int64(res.Malformed)
+		d.p.Stream.LastEntryID = entries[len(entries)-1].ID
+	}
+	res.Stream = d.p.Stream
+	return res, nil
+}
+
+// Entries implements store.Store.
+func (s *Store) Entries(ctx context.Context, key store.Key, from int64, limit int) ([]store.Entry, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, fmt.Errorf("reading stream entries of dataset %s: %w", key, err)
+	}
+	d := s.lock(key, nil)
+	if d == nil {
+		return nil, nil
+	}
+	defer d.mu.Unlock()
+	from = min(max(from, 0), int64(len(d.entries)))
+	end := min(from+int64(max(limit, 0)), int64(len(d.entries)))
+	return slices.Clone(d.entries[from:end]), nil
+}
+
 // Delete implements store.Store.
 func (s *Store) Delete(ctx context.Context, key store.Key, limit int) (bool, error) {
 	if limit < 1 {
@@ -239,10 +296,17 @@ func (s *Store) Delete(ctx context.Context, key store.Key, limit int) (bool, err
 		return true, nil
 	}
 	defer d.mu.Unlock()
-	n := len(d.records) - min(limit, len(d.records))
-	clear(d.records[n:]) // let the strings go
-	d.records = d.records[:n]
-	if n > 0 {
+	// Records first, then stream entries, limit of them in all.
+	nr := min(limit, len(d.records))
+	clear(d.records[len(d.records)-nr:]) // let the strings go
+	d.records = d.records[:len(d.records)-nr]
+	ne := min(limit-nr, len(d.entries))
+	for _, e := range d.entries[len(d.entries)-ne:] {
+		delete(d.entryIDs, e.ID)
+	}
+	clear(d.entries[len(d.entries)-ne:])
+	d.entries = d.entries[:len(d.entries)-ne]
+	if len(d.records) > 0 || len(d.entries) > 0 {
 		return false, nil
 	}
 	d.deleted = true

@@ -21,7 +21,10 @@ import (
 // repeated in every row and both indexes. records.generation is the
 // generation a record was processed for (0: never); the pending index serves
 // the batches' "generation below the current one" in index order without
-// walking past the records already processed.
+// walking past the records already processed. A stream entry is a row of
+// largedata_entries, keyed by its stream ID so that an entry read twice is
+// stored once; seq keeps the order they were stored in. The stream columns
+// of largedata_datasets are added to tables of earlier versions.
 const Schema = `
 CREATE TABLE IF NOT EXISTS largedata_datasets (
 	id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -51,6 +54,19 @@ CREATE TABLE IF NOT EXISTS largedata_records (
 	PRIMARY KEY (dataset, idx)
 );
 CREATE INDEX IF NOT EXISTS largedata_records_pending ON largedata_records (dataset, generation, idx);
+ALTER TABLE largedata_datasets ADD COLUMN IF NOT EXISTS ingested bigint NOT NULL DEFAULT 0;
+ALTER TABLE largedata_datasets ADD COLUMN IF NOT EXISTS malformed bigint NOT NULL DEFAULT 0;
+ALTER TABLE largedata_datasets ADD COLUMN IF NOT EXISTS last_entry_id text NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS largedata_entries (
+	dataset   bigint NOT NULL,
+	id        text NOT NULL,
+	seq       bigint GENERATED ALWAYS AS IDENTITY,
+	payload   text NOT NULL,
+	malformed boolean NOT NULL DEFAULT false,
+	stored_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (dataset, id)
+);
+CREATE INDEX IF NOT EXISTS largedata_entries_order ON largedata_entries (dataset, seq);
 `
 
 // schemaLock is the key of the advisory lock that serialises the creation of
@@ -65,7 +81,8 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (uid) DO NOTHING`
 
 	selectDataset = `
-SELECT id, generation, seed, items, created, extent, initialized, processed, failed, checksum
+SELECT id, generation, seed, items, created, extent, initialized, processed, failed, checksum,
+       ingested, malformed, last_entry_id
 FROM largedata_datasets WHERE uid = $1`
 
 	updateDataset = `
@@ -108,7 +125,32 @@ WHERE r.dataset = $1 AND r.idx = u.idx`
 UPDATE largedata_datasets
 SET processed = processed + $2, failed = failed + $3, checksum = checksum # $4, updated_at = now()
 WHERE id = $1
-RETURNING generation, seed, items, created, extent, initialized, processed, failed, checksum`
+RETURNING generation, seed, items, created, extent, initialized, processed, failed, checksum,
+          ingested, malformed, last_entry_id`
+
+	// insertEntries stores the entries the dataset does not hold yet, in
+	// the order given, and returns one row per entry stored.
+	insertEntries = `
+INSERT INTO largedata_entries (dataset, id, payload, malformed)
+SELECT $1, u.id, u.payload, u.malformed
+FROM unnest($2::text[], $3::text[], $4::boolean[]) WITH ORDINALITY AS u(id, payload, malformed, ord)
+ORDER BY u.ord
+ON CONFLICT (dataset, id) DO NOTHING
+RETURNING malformed`
+
+	addStream = `
+UPDATE largedata_datasets
+SET ingested = ingested + $2, malformed = malformed + $3, last_entry_id = $4, updated_at = now()
+WHERE id = $1
+RETURNING ingested, malformed, last_entry_id`
+
+	selectEntries = `
+SELECT id, payload, malformed FROM largedata_entries
+WHERE dataset = $1 ORDER BY seq OFFSET $2 LIMIT $3`
+
+	deleteEntries = `
+DELETE FROM largedata_entries WHERE dataset = $1 AND seq IN (
+	SELECT seq FROM largedata_entries WHERE dataset = $1 ORDER BY seq DESC LIMIT $2)`
 
 	selectRecords = `
 SELECT idx, payload, coalesce(result, ''), generation, failed FROM largedata_records
@@ -189,7 +231,8 @@ type row struct {
 
 func scanProgress(r pgx.Row, id *int64, p *store.Progress, extent *int64) error {
 	var checksum int64
-	dest := []any{&p.Generation, &p.Seed, &p.Items, &p.Created, extent, &p.Initialized, &p.Processed, &p.Failed, &checksum}
+	dest := []any{&p.Generation, &p.Seed, &p.Items, &p.Created, extent, &p.Initialized, &p.Processed, &p.Failed, &checksum,
+		&p.Stream.Ingested, &p.Stream.Malformed, &p.Stream.LastEntryID}
 	if id != nil {
 		dest = append([]any{id}, dest...)
 	}
@@ -241,7 +284,7 @@ func (s *Store) Initialize(ctx context.Context, key store.Key, t store.Target, l
 			if t.Seed != d.p.Seed {
 				created = 0
 			}
-			d.p = store.Progress{Generation: t.Generation, Seed: t.Seed, Items: t.Items, Created: min(created, t.Items)}
+			d.p = store.Progress{Generation: t.Generation, Seed: t.Seed, Items: t.Items, Created: min(created, t.Items), Stream: d.p.Stream}
 		}
 		if !d.p.Initialized {
 			if err := initStep(ctx, tx, &d, int64(limit)); err != nil {
@@ -400,6 +443,92 @@ func (s *Store) Records(ctx context.Context, key store.Key, from int64, limit in
 	return recs, nil
 }
 
+// Ingest implements store.Store.
+func (s *Store) Ingest(ctx context.Context, key store.Key, entries []store.Entry) (store.IngestResult, error) {
+	if err := s.ensureSchema(ctx); err != nil {
+		return store.IngestResult{}, fmt.Errorf("ingesting into dataset %s: %w", key, err)
+	}
+	var res store.IngestResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// NO KEY UPDATE serialises the ingests of one dataset (a member that
+		// woke from a pause and the dataset's new owner) without blocking
+		// its processing batches, and keeps Delete from removing the dataset
+		// under the call.
+		d, err := readDataset(ctx, tx, key.UID, "FOR NO KEY UPDATE")
+		if err != nil {
+			return err
+		}
+		res.Stream = d.p.Stream
+		if len(entries) == 0 {
+			return nil
+		}
+		ids := make([]string, len(entries))
+		payloads := make([]string, len(entries))
+		malformed := make([]bool, len(entries))
+		for i, e := range entries {
+			ids[i], malformed[i] = e.ID, e.Malformed
+			if !e.Malformed {
+				payloads[i] = e.Payload
+			}
+		}
+		rows, err := tx.Query(ctx, insertEntries, d.id, ids, payloads, malformed)
+		if err != nil {
+			return fmt.Errorf("storing entries: %w", err)
+		}
+		stored, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		if err != nil {
+			return fmt.Errorf("storing entries: %w", err)
+		}
+		for _, m := range stored {
+			res.Stored++
+			if m {
+				res.Malformed++
+			}
+		}
+		res.Duplicates = len(entries) - res.Stored
+		if res.Stored == 0 {
+			return nil
+		}
+		err = tx.QueryRow(ctx, addStream, d.id, res.Stored-res.Malformed, res.Malformed, entries[len(entries)-1].ID).
+			Scan(&res.Stream.Ingested, &res.Stream.Malformed, &res.Stream.LastEntryID)
+		if err != nil {
+			return fmt.Errorf("updating stream progress: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return store.IngestResult{}, fmt.Errorf("ingesting into dataset %s: %w", key, err)
+	}
+	return res, nil
+}
+
+// Entries implements store.Store.
+func (s *Store) Entries(ctx context.Context, key store.Key, from int64, limit int) ([]store.Entry, error) {
+	if err := s.ensureSchema(ctx); err != nil {
+		return nil, fmt.Errorf("reading stream entries of dataset %s: %w", key, err)
+	}
+	d, err := readDataset(ctx, s.pool, key.UID, "")
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading stream entries of dataset %s: %w", key, err)
+	}
+	rows, err := s.pool.Query(ctx, selectEntries, d.id, max(from, 0), max(limit, 0))
+	if err != nil {
+		return nil, fmt.Errorf("reading stream entries of dataset %s: %w", key, err)
+	}
+	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Entry, error) {
+		var e store.Entry
+		err := r.Scan(&e.ID, &e.Payload, &e.Malformed)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading stream entries of dataset %s: %w", key, err)
+	}
+	return entries, nil
+}
+
 // Delete implements store.Store.
 func (s *Store) Delete(ctx context.Context, key store.Key, limit int) (bool, error) {
 	if limit < 1 {
@@ -418,11 +547,19 @@ func (s *Store) Delete(ctx context.Context, key store.Key, limit int) (bool, err
 		if err != nil {
 			return err
 		}
+		// Records first, then stream entries, limit of them in all.
 		tag, err := tx.Exec(ctx, deleteRecordsFrom, d.id, 0, limit)
 		if err != nil {
 			return fmt.Errorf("deleting records: %w", err)
 		}
-		if tag.RowsAffected() == int64(limit) {
+		left := int64(limit) - tag.RowsAffected()
+		if left == 0 {
+			return nil
+		}
+		if tag, err = tx.Exec(ctx, deleteEntries, d.id, left); err != nil {
+			return fmt.Errorf("deleting stream entries: %w", err)
+		}
+		if tag.RowsAffected() == left {
 			return nil
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM largedata_datasets WHERE id = $1", d.id); err != nil {

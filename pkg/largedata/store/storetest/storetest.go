@@ -30,6 +30,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"FailedTransformsAreCountedNotRetried", testFailedRecords},
 		{"DeleteRemovesEverythingInBatches", testDelete},
 		{"DatasetsAreIsolated", testIsolation},
+		{"IngestStoresEachEntryOnce", testIngestStoresEachEntryOnce},
+		{"MalformedEntriesAreCountedOnce", testMalformedEntriesAreCountedOnce},
+		{"StreamProgressOutlivesAGeneration", testStreamProgressOutlivesAGeneration},
+		{"ConcurrentIngestsStoreEachEntryOnce", testConcurrentIngestsStoreEachEntryOnce},
+		{"DeleteRemovesTheStream", testDeleteRemovesTheStream},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
