@@ -2,14 +2,18 @@ package largedata
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/kubeshard/kubeshard/pkg/largedata/source"
 	"github.com/kubeshard/kubeshard/pkg/ring"
 	"github.com/kubeshard/kubeshard/pkg/slotlabel"
 )
@@ -75,6 +79,28 @@ type Options struct {
 	// sets false: every replica reconciles the objects of its own slots.
 	NeedLeaderElection *bool
 
+	// Source reads the streams of datasets with a spec.source. nil: such
+	// datasets are Degraded (reason StreamUnavailable) until the operator
+	// is started with one.
+	Source source.Source
+
+	// Consumer names this replica in the streams' consumer groups; a
+	// sharded operator passes its member name. Default: the host name.
+	Consumer string
+
+	// StreamPollInterval is how long a dataset whose stream had nothing
+	// more to read waits before its next read. A read never blocks a
+	// reconcile. Default: 1 second.
+	StreamPollInterval time.Duration
+
+	// StreamStatusInterval is the least time between two writes of a
+	// dataset's status.stream while entries arrive. Default: 10 seconds.
+	StreamStatusInterval time.Duration
+
+	// Recorder records events on LargeData objects (malformed stream
+	// entries). Default: none.
+	Recorder events.EventRecorder
+
 	// Clock stamps conditions and status.lastProcessed and times batches.
 	// Default: the real clock.
 	Clock clock.PassiveClock
@@ -118,6 +144,19 @@ func (o *Options) applyDefaults() error {
 	if o.RetryMaxDelay == 0 {
 		o.RetryMaxDelay = time.Minute
 	}
+	if o.Consumer == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("largedata options: no Consumer, and the host name is unknown: %w", err)
+		}
+		o.Consumer = host
+	}
+	if o.StreamPollInterval == 0 {
+		o.StreamPollInterval = time.Second
+	}
+	if o.StreamStatusInterval == 0 {
+		o.StreamStatusInterval = 10 * time.Second
+	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
@@ -125,7 +164,7 @@ func (o *Options) applyDefaults() error {
 		o.Registerer = ctrlmetrics.Registry
 	}
 	if o.MaxConcurrentReconciles < 0 || o.Workers < 0 || o.InitBatchSize < 0 || o.ItemQuota < 0 ||
-		o.BatchInterval < 0 || o.StoreTimeout < 0 || o.RetryBaseDelay < 0 || o.RetryMaxDelay < o.RetryBaseDelay {
+		o.BatchInterval < 0 || o.StoreTimeout < 0 || o.StreamPollInterval < 0 || o.StreamStatusInterval < 0 || o.RetryBaseDelay < 0 || o.RetryMaxDelay < o.RetryBaseDelay {
 		return errors.New("largedata options: counts and durations must not be negative, nor RetryMaxDelay below RetryBaseDelay")
 	}
 	return nil

@@ -50,6 +50,7 @@ type Reconciler struct {
 
 	opts    Options
 	metrics *metrics
+	lags    lagTracker
 }
 
 // NewReconciler returns a reconciler with opts' defaults applied and its
@@ -155,14 +156,42 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, ld *datav1alpha1.Larg
 		processedNow = res.Processed+res.Failed > 0
 		log.V(1).Info("Processed batch", "processed", res.Processed, "failed", res.Failed, "pending", p.Pending())
 	}
+	var in *ingested
+	if ld.Spec.Source != nil {
+		if r.opts.Source == nil {
+			return r.noSource(ctx, ld, before)
+		}
+		got, err := r.ingest(sctx, ld)
+		var se *errStream
+		switch {
+		case errors.As(err, &se):
+			return r.streamFailed(ctx, ld, before, err)
+		case err != nil:
+			return r.storeFailed(ctx, ld, before, opIngest, err)
+		}
+		in = &got
+	}
+	// The next reconcile: the next batch of records or of the stream at
+	// once, the stream's next read after StreamPollInterval.
+	next := reconcile.Result{}
+	switch {
+	case !p.Done() || (in != nil && in.more):
+		next.RequeueAfter = r.opts.BatchInterval
+	case in != nil:
+		next.RequeueAfter = r.opts.StreamPollInterval
+	}
+
 	if readyBefore(before) && !p.Done() {
 		// The status shows this generation Ready, yet the store is short of
 		// it: a new owner rebuilding a dataset that the in-memory store kept
 		// in the old owner's process. Nothing a user reads has changed, so
 		// the rebuild writes no status.
-		return reconcile.Result{RequeueAfter: r.opts.BatchInterval}, nil
+		return next, nil
 	}
 	r.setProgress(ld, p, processedNow)
+	if in != nil {
+		r.setStream(ld, *in)
+	}
 	if readyBefore(before) && processedNow {
 		// Rebuilt to what the status already says: it keeps the time it was
 		// processed, and the status is not written at all.
@@ -183,10 +212,7 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, ld *datav1alpha1.Larg
 	if summaryErr != nil {
 		return reconcile.Result{}, summaryErr
 	}
-	if !p.Done() {
-		return reconcile.Result{RequeueAfter: r.opts.BatchInterval}, nil
-	}
-	return reconcile.Result{}, nil
+	return next, nil
 }
 
 // readyBefore reports whether ld's status, as read, shows its current
@@ -232,6 +258,13 @@ func (r *Reconciler) finalize(ctx context.Context, ld *datav1alpha1.LargeData) (
 	r.metrics.batchDuration.WithLabelValues(opDelete).Observe(r.since(start))
 	if !done {
 		return reconcile.Result{RequeueAfter: r.opts.BatchInterval}, r.patchStatus(ctx, ld, before)
+	}
+
+	if ld.Spec.Source != nil && r.opts.Source != nil {
+		if err := r.opts.Source.Forget(sctx, StreamOf(ld)); err != nil {
+			return r.streamFailed(ctx, ld, before, &errStream{op: streamForget, err: err})
+		}
+		r.lags.forget(r.metrics.streamLag, ld.UID, r.Clock.Now(), r.lagKeep())
 	}
 
 	// The summary ConfigMap goes with its owner, by garbage collection.

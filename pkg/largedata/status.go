@@ -46,6 +46,10 @@ const (
 	// ReasonSummaryConflict: a ConfigMap of the summary's name exists and
 	// belongs to someone else (Degraded True).
 	ReasonSummaryConflict = "SummaryConflict"
+	// ReasonStreamUnavailable: the dataset's stream cannot be read or
+	// acknowledged, or the operator has no stream source; retried with
+	// backoff (Degraded True).
+	ReasonStreamUnavailable = "StreamUnavailable"
 	// ReasonHealthy: the store answers and no record failed, after a time
 	// when one of the above held (Degraded False). An object that was never
 	// degraded has no Degraded condition.
@@ -87,7 +91,11 @@ func (r *Reconciler) setProgress(ld *datav1alpha1.LargeData, p store.Progress, p
 			fmt.Sprintf("%d records failed to process; the next generation retries them", p.Failed))
 	case meta.FindStatusCondition(st.Conditions, datav1alpha1.ConditionDegraded) != nil:
 		// Recovered: the condition stays, False, with the time it recovered.
-		r.setCondition(ld, datav1alpha1.ConditionDegraded, false, ReasonHealthy, "The store answers and no record failed")
+		msg := "The store answers and no record failed"
+		if ld.Spec.Source != nil {
+			msg = "The store and the stream answer, and no record failed"
+		}
+		r.setCondition(ld, datav1alpha1.ConditionDegraded, false, ReasonHealthy, msg)
 	}
 	dropRetiredConditions(ld)
 }

@@ -15,6 +15,8 @@ const (
 	MaxBatchSize = 10_000
 	// DefaultBatchSize is spec.batchSize when it is not set.
 	DefaultBatchSize = 500
+	// MaxStreamNameLength bounds spec.source.redisStream.stream.
+	MaxStreamNameLength = 256
 )
 
 // Processing is the transformation applied to every item of a dataset.
@@ -60,6 +62,32 @@ type LargeDataSpec struct {
 	// summarises the processed dataset.
 	// +optional
 	PublishSummary bool `json:"publishSummary,omitempty"`
+
+	// Source, when set, feeds the dataset from a stream: the member that
+	// serves the object reads it through a consumer group of its own and
+	// stores every entry as a record of the dataset, once, batchSize entries
+	// a reconcile. The records of spec.items are kept apart from them.
+	// +optional
+	Source *DataSource `json:"source,omitempty"`
+}
+
+// DataSource is where a dataset's entries come from.
+// +kubebuilder:validation:XValidation:rule="has(self.redisStream)",message="source needs redisStream"
+type DataSource struct {
+	// RedisStream is a Redis stream on the operator's Redis server (its
+	// --stream-redis-address). An entry's field "payload" becomes the
+	// record; an entry without it, or with one over 4 KiB, is counted as
+	// malformed and skipped.
+	// +optional
+	RedisStream *RedisStreamSource `json:"redisStream,omitempty"`
+}
+
+// RedisStreamSource names a Redis stream.
+type RedisStreamSource struct {
+	// Stream is the stream's key. Default: <namespace>.<name>.data.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Stream string `json:"stream,omitempty"`
 }
 
 // Phase is a coarse summary of a LargeData's progress.
@@ -116,6 +144,31 @@ type LargeDataStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Stream is what the dataset ingested from spec.source.
+	// +optional
+	Stream *StreamStatus `json:"stream,omitempty"`
+}
+
+// StreamStatus is what a dataset ingested from its stream, as of UpdatedAt:
+// the operator writes it at most every few seconds while entries arrive, so
+// that a busy stream does not become a stream of writes to the API server.
+type StreamStatus struct {
+	// Ingested counts the entries stored as records.
+	Ingested int64 `json:"ingested"`
+	// Malformed counts the entries skipped because they could not be read
+	// as records.
+	// +optional
+	Malformed int64 `json:"malformed,omitempty"`
+	// LastEntryID is the newest entry stored.
+	// +optional
+	LastEntryID string `json:"lastEntryID,omitempty"`
+	// Lag is how many entries of the stream the dataset had not read yet;
+	// absent when the server cannot tell.
+	// +optional
+	Lag *int64 `json:"lag,omitempty"`
+	// UpdatedAt is when the figures were read.
+	// +optional
+	UpdatedAt *metav1.Time `json:"updatedAt,omitempty"`
 }
 
 // LargeData is the control record of a dataset kept in an external store.
@@ -126,6 +179,8 @@ type LargeDataStatus struct {
 // +kubebuilder:printcolumn:name="Processed",type=integer,JSONPath=`.status.processedCount`
 // +kubebuilder:printcolumn:name="Total",type=integer,JSONPath=`.status.totalItems`
 // +kubebuilder:printcolumn:name="Ratio",type=string,JSONPath=`.status.completionRatio`
+// +kubebuilder:printcolumn:name="Ingested",type=integer,JSONPath=`.status.stream.ingested`,priority=1
+// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.stream.lag`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type LargeData struct {
 	metav1.TypeMeta   `json:",inline"`
