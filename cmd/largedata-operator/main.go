@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -30,6 +31,7 @@ import (
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/journal"
 	"github.com/kubeshard/kubeshard/pkg/largedata"
+	"github.com/kubeshard/kubeshard/pkg/largedata/source"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/memory"
 	"github.com/kubeshard/kubeshard/pkg/largedata/store/postgres"
@@ -52,6 +54,8 @@ type config struct {
 	burst                   int
 	journal                 string
 	cacheCompactAfter       time.Duration
+	redisAddr               string
+	streamPoll, streamStat  time.Duration
 }
 
 func main() {
@@ -93,6 +97,9 @@ Usage: largedata-operator [flags]
 	fs.IntVar(&c.workers, "workers", 4, "Goroutines that transform the records of one batch.")
 	fs.Float64Var(&c.qps, "kube-api-qps", 100, "Client-side rate limit of requests to the API server, per second.")
 	fs.IntVar(&c.burst, "kube-api-burst", 200, "Client-side burst of requests to the API server.")
+	fs.StringVar(&c.redisAddr, "stream-redis-address", os.Getenv("STREAM_REDIS_ADDRESS"), "host:port of the Redis server whose streams feed the datasets with a spec.source (a password, if any, in $STREAM_REDIS_PASSWORD). Default: $STREAM_REDIS_ADDRESS; none: such datasets are Degraded.")
+	fs.DurationVar(&c.streamPoll, "stream-poll-interval", time.Second, "How long a dataset whose stream had nothing more to read waits before its next read.")
+	fs.DurationVar(&c.streamStat, "stream-status-interval", 10*time.Second, "The least time between two writes of a dataset's status.stream while entries arrive.")
 	fs.StringVar(&c.journal, "journal", "", "Append one JSON line per reconcile (object, slot, member, generation, start, end, result) to this file, for end-to-end tests that check no two members ever reconcile one slot at once. Default: no journal.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -113,6 +120,9 @@ func (c config) validate() error {
 	}
 	if c.journal != "" && !c.sharded {
 		errs = append(errs, errors.New("--journal needs --sharded: it records slots and members"))
+	}
+	if c.streamPoll <= 0 || c.streamStat <= 0 {
+		errs = append(errs, errors.New("--stream-poll-interval and --stream-status-interval must be positive"))
 	}
 	if c.concurrency < 1 || c.workers < 1 {
 		errs = append(errs, errors.New("--max-concurrent-reconciles and --workers must be at least 1"))
@@ -182,7 +192,16 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	ldOpts := largedata.Options{MaxConcurrentReconciles: cfg.concurrency, Workers: cfg.workers}
+	ldOpts := largedata.Options{
+		MaxConcurrentReconciles: cfg.concurrency, Workers: cfg.workers,
+		Consumer: cfg.member, StreamPollInterval: cfg.streamPoll, StreamStatusInterval: cfg.streamStat,
+		Recorder: mgr.GetEventRecorder("largedata-operator"),
+	}
+	if cfg.redisAddr != "" {
+		rc := redis.NewClient(&redis.Options{Addr: cfg.redisAddr, Password: os.Getenv("STREAM_REDIS_PASSWORD")})
+		defer func() { _ = rc.Close() }()
+		ldOpts.Source = source.NewRedis(rc)
+	}
 	if ring != nil {
 		if err := ring.SetupWithManager(mgr); err != nil {
 			return err
@@ -226,7 +245,7 @@ func run() error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 
-	log.Info("Starting", "ring", cfg.ring, "member", cfg.member, "sharded", cfg.sharded, "store", cfg.storeKind)
+	log.Info("Starting", "ring", cfg.ring, "member", cfg.member, "sharded", cfg.sharded, "store", cfg.storeKind, "streamRedis", cfg.redisAddr)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 // +kubebuilder:rbac:groups=data.kubeshard.dev,resources=largedata/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=data.kubeshard.dev,resources=largedata/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Add adds the LargeData reconciler, with its records in st, to the manager.
 // The manager's scheme must know the data.kubeshard.dev API and ConfigMaps.

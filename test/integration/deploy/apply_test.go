@@ -138,6 +138,8 @@ func TestOperatorPermissions(t *testing.T) {
 		{"LargeData in every namespace", authorizationv1.ResourceAttributes{Group: "data.kubeshard.dev", Resource: "largedata", Verb: "watch"}, true},
 		{"LargeData status", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "data.kubeshard.dev", Resource: "largedata", Subresource: "status", Verb: "patch"}, true},
 		{"summary ConfigMaps", authorizationv1.ResourceAttributes{Namespace: "team-a", Resource: "configmaps", Verb: "create"}, true},
+		{"events on LargeData (malformed stream entries)", authorizationv1.ResourceAttributes{Namespace: "team-a", Group: "events.k8s.io", Resource: "events", Verb: "create"}, true},
+		{"nothing it does not need: Secrets in a user's namespace", authorizationv1.ResourceAttributes{Namespace: "team-a", Resource: "secrets", Verb: "get"}, false},
 		{"authenticating a metrics scraper", authorizationv1.ResourceAttributes{Group: "authentication.k8s.io", Resource: "tokenreviews", Verb: "create"}, true},
 		{"authorizing a metrics scraper", authorizationv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}, true},
 		{"nothing it does not need: Secrets", authorizationv1.ResourceAttributes{Namespace: ns, Resource: "secrets", Verb: "get"}, false},
