@@ -185,6 +185,9 @@ func (r *Reconciler) streamFailed(ctx context.Context, ld, before *datav1alpha1.
 func (r *Reconciler) noSource(ctx context.Context, ld, before *datav1alpha1.LargeData) (reconcile.Result, error) {
 	r.setCondition(ld, datav1alpha1.ConditionDegraded, true, ReasonStreamUnavailable,
 		"spec.source is set, but this operator has no stream source: start it with --stream-redis-address")
+	if ld.Status.Phase == "" {
+		ld.Status.Phase = datav1alpha1.PhasePending
+	}
 	return reconcile.Result{RequeueAfter: r.opts.RetryMaxDelay}, r.patchStatus(ctx, ld, before)
 }
 
