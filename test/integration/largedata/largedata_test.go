@@ -480,6 +480,9 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"items above the API's bound", datav1alpha1.LargeDataSpec{Items: datav1alpha1.MaxItems + 1}, "spec.items"},
 		{"batch size above the bound", datav1alpha1.LargeDataSpec{Items: 10, BatchSize: datav1alpha1.MaxBatchSize + 1}, "spec.batchSize"},
 		{"unknown processing", datav1alpha1.LargeDataSpec{Items: 10, Processing: "Compress"}, `spec.processing: Unsupported value: "Compress"`},
+		{"a source naming no stream system", datav1alpha1.LargeDataSpec{Items: 10, Source: &datav1alpha1.DataSource{}}, "source needs redisStream"},
+		{"a stream name beyond the bound", datav1alpha1.LargeDataSpec{Items: 10, Source: &datav1alpha1.DataSource{
+			RedisStream: &datav1alpha1.RedisStreamSource{Stream: strings.Repeat("s", datav1alpha1.MaxStreamNameLength+1)}}}, "spec.source.redisStream.stream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ld := &datav1alpha1.LargeData{ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "invalid-"}, Spec: tc.spec}
