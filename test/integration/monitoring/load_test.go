@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -19,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/testredis"
+	"github.com/kubeshard/kubeshard/pkg/largedata"
 )
 
 // loadtestMetrics are the metrics the load-test harness exposes while it
@@ -205,5 +208,61 @@ func (l *load) waitReconciled(timeout time.Duration) []time.Duration {
 			l.t.Fatal(errors.Join(l.t.Context().Err(), fmt.Errorf("%d objects not reconciled", left)))
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// feedStreams creates n datasets in ns fed from Redis streams and produces
+// perSecond entries over them, one malformed among the first, until the
+// returned function is called; it returns how many entries the datasets'
+// statuses say they ingested then.
+func feedStreams(t *testing.T, c client.Client, rs *testredis.Server, ns string, n, perSecond int) func() int64 {
+	t.Helper()
+	ctx := t.Context()
+	rc := rs.Client()
+	t.Cleanup(func() { _ = rc.Close() })
+	streams := make([]string, n)
+	for i := range streams {
+		ld := &datav1alpha1.LargeData{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("stream-%02d", i)},
+			Spec: datav1alpha1.LargeDataSpec{Items: 10, Source: &datav1alpha1.DataSource{RedisStream: &datav1alpha1.RedisStreamSource{}}}}
+		if err := c.Create(ctx, ld); err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = largedata.StreamOf(ld).Name
+	}
+	if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: streams[0], Values: map[string]any{"not-a-payload": "x"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: streams[i%n], Values: map[string]any{"payload": fmt.Sprint(i)}}).Err(); err != nil {
+				t.Errorf("producing: %v", err)
+				return
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-done
+		list := &datav1alpha1.LargeDataList{}
+		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		var ingested int64
+		for _, ld := range list.Items {
+			if ld.Status.Stream != nil {
+				ingested += ld.Status.Stream.Ingested
+			}
+		}
+		return ingested
 	}
 }

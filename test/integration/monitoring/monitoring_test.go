@@ -3,6 +3,7 @@ package monitoring
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/internal/testredis"
 )
 
 const (
@@ -58,8 +60,19 @@ func TestDashboardsAndAlertsOnPrometheus(t *testing.T) {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
 
+	// The members read the streams of a few datasets, so that the stream
+	// panels have data.
+	rs, err := testredis.Start(ctx)
+	if errors.Is(err, testredis.ErrNotInstalled) {
+		testenv.MissingDependency(t, "Redis", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Stop() })
+
 	start := time.Now()
-	set := startOperator(t, 2)
+	set := startOperator(t, 2, "--stream-redis-address="+rs.Addr(), "--stream-poll-interval=200ms", "--stream-status-interval=2s")
 	exporter := startLoadExporter(t)
 	targets := filepath.Join(dir, "targets.json")
 	targetsCtx, stopTargets := context.WithCancel(ctx)
@@ -102,6 +115,7 @@ scrape_configs:
 	settled2 := set.waitSettled(2, 90*time.Second)
 	set.checkMetricsAccess(statefulSet + "-0")
 	ld := newLoad(t, set.c, "load", exporter)
+	stopStreams := feedStreams(t, set.c, rs, "load", 10, 50)
 	names := make([]string, objects)
 	for i := range names {
 		names[i] = fmt.Sprintf("dataset-%04d", i)
@@ -115,6 +129,10 @@ scrape_configs:
 	settled3 := time.Since(scaled) // at most: the wait began after the load
 	took := ld.waitReconciled(90 * time.Second)
 	reconciled := time.Since(scaled)
+	streamed := stopStreams()
+	if streamed == 0 {
+		t.Error("the stream datasets' statuses show no entry ingested")
+	}
 	// Scrapes after the load, so that every rate window after the scale
 	// event is filled.
 	waitScraped(t, prom, 3)
@@ -147,9 +165,9 @@ scrape_configs:
 	t.Logf("FIGURES monitoring: ring settled on 2 members in %s; %d objects created and %d updated at 40/s; "+
 		"after kubectl scale to 3 the ring had settled within %s and the load was reconciled within %s; "+
 		"the coordinator's rebalance took %s, handover p99 %s; time to reconciled p50 %s p99 %s; "+
-		"%d dashboard queries over %s evaluated, %d empty; test %s",
+		"%d stream entries ingested; %d dashboard queries over %s evaluated, %d empty; test %s",
 		settled2.Round(time.Millisecond), objects, objects/3, settled3.Round(time.Millisecond), reconciled.Round(time.Millisecond), rebalance, handoverP99,
-		percentile(took, 0.5), percentile(took, 0.99), queries, end.Sub(start).Round(time.Second), empty, time.Since(start).Round(time.Second))
+		percentile(took, 0.5), percentile(took, 0.99), streamed, queries, end.Sub(start).Round(time.Second), empty, time.Since(start).Round(time.Second))
 }
 
 // writeRules writes the PrometheusRule's groups as a Prometheus rules file.

@@ -41,11 +41,11 @@ type operatorSet struct {
 // startOperator starts a local control plane, applies deploy/local with
 // replicas members and runs their pods; member 0 serves the slot-label
 // webhook. The test's cleanup stops every process.
-func startOperator(t *testing.T, replicas int) *operatorSet {
+func startOperator(t *testing.T, replicas int, operatorArgs ...string) *operatorSet {
 	t.Helper()
 	started := time.Now()
 	// The cluster outlives the test's context, which ends before cleanups run.
-	env, err := localenv.Start(context.WithoutCancel(t.Context()), localenv.Options{Dir: t.TempDir(), Members: replicas})
+	env, err := localenv.Start(context.WithoutCancel(t.Context()), localenv.Options{Dir: t.TempDir(), Members: replicas, OperatorArgs: operatorArgs})
 	s := &operatorSet{t: t, env: env}
 	t.Cleanup(func() {
 		if env == nil {
