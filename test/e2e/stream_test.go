@@ -306,3 +306,91 @@ FROM l`
 	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 	return streamLatencies{ms(p50), ms(p99), ms(during), ms(mx)}
 }
+
+// TestStreamIngestRate measures how fast the members drain a backlog: 100
+// datasets whose streams hold 500 entries each before the datasets exist,
+// consumed by 1 member and then, on a ring of their own, by 4, on one
+// PostgreSQL and one Redis. It reports entries per second from the
+// datasets' creation to the last entry in the store, and fails only if an
+// entry is missing.
+func TestStreamIngestRate(t *testing.T) {
+	fullSet(t)
+	ctx := t.Context()
+	const (
+		datasets  = 100
+		perStream = 500
+	)
+	pg, err := testpg.Start(ctx, testpg.Options{Database: "largedata"})
+	if err != nil {
+		testenv.MissingDependency(t, "PostgreSQL (the Debian package postgresql)", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop() })
+	rs, err := testredis.Start(ctx)
+	if errors.Is(err, testredis.ErrNotInstalled) {
+		testenv.MissingDependency(t, "Redis (the Debian package redis-server)", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Stop() })
+	rc := rs.Client()
+	defer rc.Close()
+	st, err := postgres.New(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	var rates []any
+	for _, n := range []int{1, 4} {
+		ns := createRing(t, env.Client, fmt.Sprintf("e2e-stream-rate-%d", n), leaseSeconds)
+		var members []string
+		replicas := map[string]*replica{}
+		for i := range n {
+			name := fmt.Sprintf("op-%d", i)
+			members = append(members, name)
+			replicas[name] = startReplica(t, ns, name, "--store=postgres", "--postgres-url="+pg.URL(),
+				"--stream-redis-address="+rs.Addr(), "--stream-poll-interval=500ms")
+		}
+		waitFor(t, 60*time.Second, fmt.Sprintf("%d members share the ring", n), func() (bool, string) {
+			return settled(ctx, env.Client, ns, members...)
+		})
+		for i := range datasets {
+			pipe := rc.Pipeline()
+			for j := range perStream {
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: fmt.Sprintf("%s.backlog-%03d.data", ns, i), Values: map[string]any{"payload": fmt.Sprint(j)}})
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		keys := make([]store.Key, datasets)
+		for i := range datasets {
+			ld := &datav1alpha1.LargeData{}
+			ld.Namespace, ld.Name = ns, fmt.Sprintf("backlog-%03d", i)
+			ld.Spec = datav1alpha1.LargeDataSpec{Items: 0, BatchSize: 500,
+				Source: &datav1alpha1.DataSource{RedisStream: &datav1alpha1.RedisStreamSource{}}}
+			if err := env.Client.Create(ctx, ld); err != nil {
+				t.Fatal(err)
+			}
+			keys[i] = store.Key{UID: string(ld.UID)}
+		}
+		waitFor(t, 5*time.Minute, fmt.Sprintf("%d members ingest the backlog", n), func() (bool, string) {
+			var total int64
+			for _, k := range keys {
+				if p, err := st.Progress(ctx, k); err == nil {
+					total += p.Stream.Ingested
+				}
+			}
+			return total == datasets*perStream, fmt.Sprintf("%d of %d entries stored", total, datasets*perStream)
+		})
+		took := time.Since(start) // from the first create
+		rate := float64(datasets*perStream) / took.Seconds()
+		rates = append(rates, fmt.Sprintf("members%d", n), fmt.Sprintf("%.0f/s(%s)", rate, took.Round(time.Millisecond)))
+		for _, r := range replicas {
+			r.stop(t)
+		}
+	}
+	figures(t, "stream-rate", append([]any{"datasets", datasets, "entries", datasets * perStream}, rates...)...)
+}
