@@ -93,7 +93,9 @@ func TestStreamsFollowTheShard(t *testing.T) {
 	})
 
 	p := startProducer(ctx, t, rc, ns, names, entries, produce)
+	producing := time.Now()
 	time.Sleep(produce / 6)
+	joined := time.Now()
 	replicas["op-3"] = start("op-3")
 	waitFor(t, 60*time.Second, "a fourth replica joins", func() (bool, string) {
 		return settled(ctx, env.Client, ns, "op-0", "op-1", "op-2", "op-3")
@@ -204,6 +206,10 @@ func TestStreamsFollowTheShard(t *testing.T) {
 		return behind == 0, fmt.Sprintf("%d of %d statuses behind", behind, len(list.Items))
 	})
 
+	// Steady: the entries produced before the first change of members
+	// (less a poll); around the kill: those produced until its slots were
+	// served again and a few seconds more.
+	steady := latencies(ctx, t, pg.URL(), producing, joined.Add(-time.Second))
 	lat := latencies(ctx, t, pg.URL(), killed, killed.Add(recovery+5*time.Second))
 	for _, name := range left {
 		replicas[name].stop(t)
@@ -212,7 +218,8 @@ func TestStreamsFollowTheShard(t *testing.T) {
 	figures(t, "streams", append([]any{"datasets", datasets, "entries", entries, "killed", victim, "lease", lease,
 		"servedAgain", recovery, "produceFor", produce, "drainedAfterProduced", drained, "drainedAt", time.Since(producedAll).Round(time.Second),
 		"lost", lost, "duplicated", duplicated,
-		"latencyP50", lat.p50, "latencyP99", lat.p99, "latencyP99AfterKill", lat.p99During, "latencyMax", lat.max},
+		"latencyP50", lat.p50, "latencyP99", lat.p99, "steadyP50", steady.p50During, "steadyP99", steady.p99During,
+		"afterKillP50", lat.p50During, "afterKillP99", lat.p99During, "latencyMax", lat.max},
 		journalFigures(report)...)...)
 }
 
@@ -277,7 +284,7 @@ func (p *producer) wait(t *testing.T) map[string][]string {
 	return maps.Clone(p.ids)
 }
 
-type streamLatencies struct{ p50, p99, p99During, max time.Duration }
+type streamLatencies struct{ p50, p99, p50During, p99During, max time.Duration }
 
 // latencies reads, from the store, how long entries took from their
 // production (the time in their ID) to their commit: over the run, and for
@@ -296,15 +303,16 @@ WITH l AS (
 	FROM largedata_entries)
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
        percentile_cont(0.99) WITHIN GROUP (ORDER BY ms),
+       coalesce((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM l WHERE produced >= $1 AND produced < $2), 0),
        coalesce((SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FROM l WHERE produced >= $1 AND produced < $2), 0),
        max(ms)
 FROM l`
-	var p50, p99, during, mx float64
-	if err := conn.QueryRow(ctx, q, from.UnixMilli(), to.UnixMilli()).Scan(&p50, &p99, &during, &mx); err != nil {
+	var p50, p99, p50During, p99During, mx float64
+	if err := conn.QueryRow(ctx, q, from.UnixMilli(), to.UnixMilli()).Scan(&p50, &p99, &p50During, &p99During, &mx); err != nil {
 		t.Fatal(err)
 	}
 	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
-	return streamLatencies{ms(p50), ms(p99), ms(during), ms(mx)}
+	return streamLatencies{ms(p50), ms(p99), ms(p50During), ms(p99During), ms(mx)}
 }
 
 // TestStreamIngestRate measures how fast the members drain a backlog: 100
