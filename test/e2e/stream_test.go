@@ -41,26 +41,7 @@ func TestStreamsFollowTheShard(t *testing.T) {
 		entries  = 100_000
 		produce  = 60 * time.Second
 	)
-	pg, err := testpg.Start(ctx, testpg.Options{Database: "largedata"})
-	if err != nil {
-		testenv.MissingDependency(t, "PostgreSQL (the Debian package postgresql)", err)
-	}
-	t.Cleanup(func() { _ = pg.Stop() })
-	rs, err := testredis.Start(ctx)
-	if errors.Is(err, testredis.ErrNotInstalled) {
-		testenv.MissingDependency(t, "Redis (the Debian package redis-server)", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rs.Stop() })
-	rc := rs.Client()
-	defer rc.Close()
-	st, err := postgres.New(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	pg, rs, rc, st := streamBackends(t)
 
 	ns := createRing(t, env.Client, "e2e-streams", leaseSeconds)
 	journals := t.TempDir()
@@ -328,26 +309,7 @@ func TestStreamIngestRate(t *testing.T) {
 		datasets  = 100
 		perStream = 500
 	)
-	pg, err := testpg.Start(ctx, testpg.Options{Database: "largedata"})
-	if err != nil {
-		testenv.MissingDependency(t, "PostgreSQL (the Debian package postgresql)", err)
-	}
-	t.Cleanup(func() { _ = pg.Stop() })
-	rs, err := testredis.Start(ctx)
-	if errors.Is(err, testredis.ErrNotInstalled) {
-		testenv.MissingDependency(t, "Redis (the Debian package redis-server)", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rs.Stop() })
-	rc := rs.Client()
-	defer rc.Close()
-	st, err := postgres.New(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	pg, rs, rc, st := streamBackends(t)
 
 	var rates []any
 	for _, n := range []int{1, 4} {
@@ -401,4 +363,33 @@ func TestStreamIngestRate(t *testing.T) {
 		}
 	}
 	figures(t, "stream-rate", append([]any{"datasets", datasets, "entries", datasets * perStream}, rates...)...)
+}
+
+// streamBackends starts a PostgreSQL for the store and a redis-server for
+// the streams, both stopped when the test ends, and returns a Redis client
+// and the store on them.
+func streamBackends(t *testing.T) (*testpg.Server, *testredis.Server, *redis.Client, *postgres.Store) {
+	t.Helper()
+	ctx := t.Context()
+	pg, err := testpg.Start(ctx, testpg.Options{Database: "largedata"})
+	if err != nil {
+		testenv.MissingDependency(t, "PostgreSQL (the Debian package postgresql)", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop() })
+	rs, err := testredis.Start(ctx)
+	if errors.Is(err, testredis.ErrNotInstalled) {
+		testenv.MissingDependency(t, "Redis (the Debian package redis-server)", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Stop() })
+	rc := rs.Client()
+	t.Cleanup(func() { _ = rc.Close() })
+	st, err := postgres.New(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return pg, rs, rc, st
 }
