@@ -197,7 +197,7 @@ func TestTheGuidesOperator(t *testing.T) {
 		}
 	}
 	// The guide runs no webhook here: the labeler labels the Widgets.
-	testenv.Eventually(t, 90*time.Second, "every Widget has its ConfigMap", func() (bool, string) {
+	testenv.Eventually(t, 90*time.Second, "every Widget has its ConfigMap and its reconcile recorded", func() (bool, string) {
 		cms := &corev1.ConfigMapList{}
 		if err := g.c.List(ctx, cms, client.InNamespace(g.ns)); err != nil {
 			return false, err.Error()
@@ -208,7 +208,12 @@ func TestTheGuidesOperator(t *testing.T) {
 				n++
 			}
 		}
-		return n == widgets, fmt.Sprintf("%d of %d", n, widgets)
+		// The reconciler records a Widget after it wrote the ConfigMap,
+		// so a ConfigMap can be listed a moment before its record exists.
+		g.mu.Lock()
+		recorded := len(g.reconciled)
+		g.mu.Unlock()
+		return n == widgets && recorded == widgets, fmt.Sprintf("%d of %d ConfigMaps, %d Widgets recorded", n, widgets, recorded)
 	})
 
 	// Exactly one member reconciled each Widget.
