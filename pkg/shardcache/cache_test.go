@@ -428,6 +428,10 @@ func TestASlotRegainedBeforeCompactionIsServedOnceByItsNewGroup(t *testing.T) {
 	if err := tc.AddSlots(ctx, seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}
+	// AddSlots returns when the informers have synced, not when the
+	// handlers have had the initial list. An Add of slot 1 still queued
+	// when it is removed is dropped, rightly: it is no longer served.
+	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == 16, rec.String() })
 	tc.RemoveSlots([]int{1})
 	if err := tc.AddSlots(ctx, []int{1}); err != nil {
 		t.Fatal(err)
