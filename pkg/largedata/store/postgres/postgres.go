@@ -168,16 +168,44 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// New returns a store in the database that connString names (a URL such as
-// postgres://user:password@host:5432/db?sslmode=disable, or key=value
-// pairs; pool settings such as pool_max_conns go in it too). It does not
-// connect: the pool connects on first use, and the schema is created then,
-// so an operator starts while its database is down and reports the outage
-// on its objects. Close releases the pool.
-func New(ctx context.Context, connString string) (*Store, error) {
+// IdleInTransactionTimeout is the default of PostgreSQL's
+// idle_in_transaction_session_timeout on the store's connections. A member
+// frozen in the middle of a transaction (SIGSTOP, a long pause of the node)
+// holds its dataset's row lock, and the next owner of the slot would wait
+// for it until the frozen member runs again; with the timeout the server
+// ends that session and frees its locks. It is shorter than a ring's lease
+// (15 s by default), so the locks are gone by the time the next owner takes
+// the slot over. A healthy member never waits this long between two
+// statements of one transaction; if it ever did, the transaction fails and
+// is retried like any other error.
+const IdleInTransactionTimeout = "5s"
+
+// PoolConfig parses connString (a URL such as
+// postgres://user:password@host:5432/db?sslmode=disable, or key=value pairs;
+// pool settings such as pool_max_conns go in it too) into a pool
+// configuration with the store's defaults: idle_in_transaction_session_timeout
+// IdleInTransactionTimeout unless connString sets it. Use it to build the
+// pool given to NewFromPool.
+func PoolConfig(connString string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the PostgreSQL connection string: %w", err)
+	}
+	params := cfg.ConnConfig.RuntimeParams
+	if _, set := params["idle_in_transaction_session_timeout"]; !set {
+		params["idle_in_transaction_session_timeout"] = IdleInTransactionTimeout
+	}
+	return cfg, nil
+}
+
+// New returns a store in the database that connString names (see
+// PoolConfig). It does not connect: the pool connects on first use, and the
+// schema is created then, so an operator starts while its database is down
+// and reports the outage on its objects. Close releases the pool.
+func New(ctx context.Context, connString string) (*Store, error) {
+	cfg, err := PoolConfig(connString)
+	if err != nil {
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -187,7 +215,7 @@ func New(ctx context.Context, connString string) (*Store, error) {
 }
 
 // NewFromPool returns a store that uses pool, which stays the caller's to
-// close.
+// close. Build the pool from PoolConfig for the store's defaults.
 func NewFromPool(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool}
 }
