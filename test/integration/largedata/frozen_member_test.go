@@ -106,3 +106,49 @@ func openPool(t *testing.T, url string) *pgxpool.Pool {
 	t.Cleanup(pool.Close)
 	return pool
 }
+
+// TestAMemberThatStartsDoesNotWaitForTheOthersTransactions starts a store
+// (a member joining, or restarting after a fault) while another member has
+// a transaction open on a dataset. The schema is there already; the new
+// member must not run DDL that waits for that transaction (and, when the
+// running member goes on to write the records, deadlocks with it).
+func TestAMemberThatStartsDoesNotWaitForTheOthersTransactions(t *testing.T) {
+	srv := requirePostgres(t)
+	ctx := t.Context()
+	running, err := postgres.New(ctx, srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(running.Close)
+	key := store.Key{UID: "running-member", Namespace: "team-a", Name: "running"}
+	if _, err := running.Initialize(ctx, key, store.Target{Generation: 1, Seed: 1, Items: 10}, 100); err != nil {
+		t.Fatal(err)
+	}
+	// The running member in the middle of a reconcile: it holds the row.
+	pool := openPool(t, srv.URL())
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, "UPDATE largedata_datasets SET updated_at = now() WHERE uid = $1", key.UID); err != nil {
+		t.Fatal(err)
+	}
+
+	starting, err := postgres.New(ctx, srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(starting.Close)
+	// Well below the idle-in-transaction timeout that would end the
+	// running member's transaction and hide the wait.
+	waitCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	other := store.Key{UID: "starting-member", Namespace: "team-a", Name: "starting"}
+	if _, err := starting.Initialize(waitCtx, other, store.Target{Generation: 1, Seed: 2, Items: 10}, 100); err != nil {
+		t.Fatalf("a member that starts while another's transaction is open: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Errorf("the running member's transaction: %v", err)
+	}
+}

@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS largedata_entries (
 CREATE INDEX IF NOT EXISTS largedata_entries_order ON largedata_entries (dataset, seq);
 `
 
+// schemaNewest is the object that Schema creates last. Schema runs in one
+// transaction, so once it exists the schema is current, and a member that
+// starts need not run the DDL at all: ALTER TABLE and CREATE INDEX lock
+// their tables even when there is nothing to do, and would wait for (or
+// deadlock with) the transactions of members already running. A change of
+// Schema must end with a new object and name it here.
+const schemaNewest = "largedata_entries_order"
+
 // schemaLock is the key of the advisory lock that serialises the creation of
 // the schema: CREATE TABLE IF NOT EXISTS run by two replicas at once can
 // fail on a unique constraint of the catalog.
@@ -233,6 +241,14 @@ func (s *Store) ensureSchema(ctx context.Context) error {
 	s.schemaMu.Lock()
 	defer s.schemaMu.Unlock()
 	if s.schemaOK {
+		return nil
+	}
+	var current bool
+	if err := s.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", schemaNewest).Scan(&current); err != nil {
+		return fmt.Errorf("checking the schema: %w", err)
+	}
+	if current {
+		s.schemaOK = true
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
