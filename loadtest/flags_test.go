@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -37,6 +38,32 @@ func TestParseSchedule(t *testing.T) {
 	}
 }
 
+func TestParseFaults(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    []faultStep
+		wantErr bool
+	}{
+		{in: "", want: nil},
+		{in: "kill@30s", want: []faultStep{{faultKill, 30 * time.Second}}},
+		{in: "kill@30s, stop@2m,apiserver-restart@5m", want: []faultStep{{faultKill, 30 * time.Second}, {faultStop, 2 * time.Minute}, {faultAPIServer, 5 * time.Minute}}},
+		{in: "kill", wantErr: true},
+		{in: "reboot@1m", wantErr: true},
+		{in: "kill@soon", wantErr: true},
+		{in: "kill@-1s", wantErr: true},
+		{in: "stop@2m,kill@1m", wantErr: true},
+	} {
+		got, err := parseFaults(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("parseFaults(%q) error %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("parseFaults(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
 func TestClientFlagsRejectZeroQPS(t *testing.T) {
 	for _, tc := range []struct {
 		qps   float64
@@ -57,8 +84,8 @@ func TestClientFlagsRejectZeroQPS(t *testing.T) {
 }
 
 // --postgres starts a store beside the local cluster, --storage and
-// --apiserver-args configure the local cluster; with a given cluster none of
-// them is the harness's to choose.
+// --apiserver-args configure the local cluster, --faults signals its
+// processes; with a given cluster none of them is the harness's to choose.
 func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -74,6 +101,9 @@ func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 		{[]string{"--apiserver-args", "--v=2", "--kubeconfig", "some.kubeconfig"}, false},
 		{[]string{"--apiserver-env", "GOGC=400"}, true},
 		{[]string{"--apiserver-env", "GOGC=400", "--kubeconfig", "some.kubeconfig"}, false},
+		{[]string{"--faults", "kill@30s"}, true},
+		{[]string{"--faults", "kill@30s", "--kubeconfig", "some.kubeconfig"}, false},
+		{[]string{"--faults", "kill@30s", "--fault-objects", "0"}, false},
 	} {
 		sc := &scenario{}
 		fs := newFlagSet("run", "")

@@ -46,6 +46,8 @@ type scenario struct {
 	churnShare       float64
 	churnDuration    time.Duration
 	scale            string
+	faults           string
+	faultObjects     int
 	out              string
 	workDir          string
 	metricsAddr      string
@@ -74,6 +76,8 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.Float64Var(&sc.churnShare, "churn-share", 0.01, "Share of the objects whose spec changes per second during the churn.")
 	fs.DurationVar(&sc.churnDuration, "churn-duration", 0, "How long to churn after every object is reconciled; 0 for no churn.")
 	fs.StringVar(&sc.scale, "scale", "", "Scale schedule REPLICAS@OFFSET[,...], offsets from the start of the churn (or, without churn, from every object reconciled), such as 5@30s.")
+	fs.StringVar(&sc.faults, "faults", "", "Fault schedule KIND@OFFSET[,...] (local cluster only), offsets like --scale's, one fault at a time: kill (SIGKILL of a member that is not the coordinator; the pod runner restarts it), stop (SIGSTOP of such a member for twice the lease, then SIGCONT) or apiserver-restart. The members then keep reconcile journals, checked at the end for overlapping reconciles of a slot and for objects never reconciled.")
+	fs.IntVar(&sc.faultObjects, "fault-objects", 40, "Objects each fault creates, one every half second from the signal, in the lost member's slots (any slots after an API server restart), to measure their time to Ready.")
 	fs.StringVar(&sc.out, "out", "", "Folder for the reports. Default: <module root>/bin/loadtest/report.")
 	fs.StringVar(&sc.workDir, "work-dir", "", "Folder for the local cluster's data and the logs; emptied first. Default: <module root>/bin/loadtest/work.")
 	fs.StringVar(&sc.metricsAddr, "metrics-addr", "127.0.0.1:0", "Loopback address where the harness serves its Prometheus metrics while it runs (port 0: any free port).")
@@ -113,6 +117,14 @@ func (sc *scenario) validate() error {
 	}
 	if _, err := parseSchedule(sc.scale); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := parseFaults(sc.faults); err != nil {
+		errs = append(errs, err)
+	} else if sc.faults != "" && sc.client.kubeconfig != "" {
+		errs = append(errs, errors.New("--faults signals the local cluster's processes; with --kubeconfig there are none to signal"))
+	}
+	if sc.faultObjects < 1 {
+		errs = append(errs, errors.New("--fault-objects must be at least 1"))
 	}
 	for _, key := range []string{sc.ring, sc.statefulSet} {
 		if _, _, ok := strings.Cut(key, "/"); !ok {
@@ -157,6 +169,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		return nil, err
 	}
 	schedule, _ := parseSchedule(sc.scale)
+	faults, _ := parseFaults(sc.faults)
 	root, err := testenv.ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -176,11 +189,13 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	// The cluster.
 	var cfg *rest.Config
 	var memberMetrics func(context.Context, string) ([]byte, error)
+	var env *localenv.Env
 	local := sc.client.kubeconfig == ""
 	if local {
-		env, err := localenv.Start(ctx, localenv.Options{
+		env, err = localenv.Start(ctx, localenv.Options{
 			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
 			APIServerArgs: strings.Fields(sc.apiServerArgs), APIServerEnv: strings.Fields(sc.apiServerEnv), Kine: sc.storage == "kine", Postgres: sc.postgres, Progress: sc.progress,
+			Journals: len(faults) > 0,
 		})
 		if env != nil {
 			defer func() {
@@ -200,6 +215,11 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	} else if cfg, err = sc.client.config(); err != nil {
 		return nil, err
 	}
+	// The harness's own lists of LargeData, told apart from the members' in
+	// the API server's count after a restart.
+	harnessLists := &listCounter{}
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(harnessLists.wrap)
 	c, cs, err := newClients(cfg)
 	if err != nil {
 		return nil, err
@@ -262,7 +282,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		Scenario: report.Scenario{
 			Kubeconfig: sc.client.kubeconfig, LocalCluster: local, Objects: sc.objects.objects, Namespaces: sc.objects.namespaces,
 			Members: sc.members, Concurrency: sc.write.concurrency, Rate: sc.write.rate, QPS: sc.client.qps, Burst: sc.client.burst,
-			Items: sc.write.items, BatchSize: int32(sc.write.batchSize), Scale: sc.scale,
+			Items: sc.write.items, BatchSize: int32(sc.write.batchSize), Scale: sc.scale, Faults: sc.faults,
 		},
 	}
 	if local {
@@ -323,6 +343,11 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		})
 	}
 
+	var fl *faulter
+	if len(faults) > 0 {
+		fl = &faulter{env: env, c: c, ring: key(sc.ring), names: names, spec: sc.write.spec(), objects: sc.faultObjects,
+			since: since, apiGet: apiGet, step: step, harnessLists: harnessLists.n.Load}
+	}
 	phases := func() error {
 		step("Creating %d LargeData objects in %d namespaces", sc.objects.objects, sc.objects.namespaces)
 		event("create")
@@ -377,7 +402,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 			}
 		}
 
-		if sc.churnDuration == 0 && len(schedule) == 0 {
+		if sc.churnDuration == 0 && len(schedule) == 0 && len(faults) == 0 {
 			return nil
 		}
 		// Churn and scale, from now.
@@ -413,6 +438,23 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 				mu.Unlock()
 			}
 		})
+		var faulting sync.WaitGroup
+		if fl != nil {
+			faulting.Go(func() {
+				for _, f := range faults {
+					select {
+					case <-time.After(time.Until(phaseStart.Add(f.after))):
+					case <-ctx.Done():
+						return
+					}
+					event(f.kind)
+					r := fl.run(ctx, f.kind)
+					mu.Lock()
+					in.Faults = append(in.Faults, r)
+					mu.Unlock()
+				}
+			})
+		}
 		if sc.churnDuration > 0 {
 			step("Churn: %.2f%% of the objects per second for %s", 100*sc.churnShare, sc.churnDuration)
 			event("churn")
@@ -427,6 +469,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 			}
 		}
 		scaling.Wait()
+		faulting.Wait()
 		if scaleErr != nil {
 			return scaleErr
 		}
@@ -438,6 +481,18 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	}
 	stopProfiling()
 	profiling.Wait()
+	if fl != nil && ctx.Err() == nil {
+		// Let the members flush their journals (every 100 ms).
+		time.Sleep(3 * time.Second)
+		j, err := fl.checkJournals(ctx, env.JournalDir(), in.Faults)
+		if err != nil {
+			step("Checking the reconcile journals: %v", err)
+		} else {
+			in.Journal = j
+			step("Reconcile journals: %d reconciles, %d overlapping (%d excused), %d objects never reconciled at their final generation",
+				j.Entries, j.Overlaps, j.Excused, len(j.Missing))
+		}
+	}
 
 	sm.Sample(ctx)
 	stopMeasuring()

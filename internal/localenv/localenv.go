@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -84,6 +85,10 @@ type Options struct {
 	// to run with: records shared by all members, so a new owner of a slot
 	// finds its datasets. Default: the in-memory store, one per member.
 	Postgres bool
+	// Journals makes each member append one line per reconcile to
+	// JournalDir()/<pod>.jsonl (the operator's --journal), for a check that
+	// no two members reconciled one slot at once. Default: no journals.
+	Journals bool
 	// Progress receives one line per step; nil prints nothing.
 	Progress io.Writer
 }
@@ -102,6 +107,7 @@ type Env struct {
 	// kinePostgres holds the API server's objects, with Options.Kine.
 	kinePostgres *testpg.Server
 	runner       *podrunner.Runner
+	journalDir   string
 	stopRunner   context.CancelFunc
 	runnerDone   chan error
 }
@@ -169,6 +175,14 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}()
 	operatorArgs := opts.OperatorArgs
+	if opts.Journals {
+		env.journalDir = filepath.Join(opts.Dir, "journals")
+		if err := os.MkdirAll(env.journalDir, 0o755); err != nil {
+			return nil, err
+		}
+		// The pod runner expands $(POD_NAME) in the args, as a kubelet does.
+		operatorArgs = append(slices.Clone(operatorArgs), "--journal="+filepath.Join(env.journalDir, "$(POD_NAME).jsonl"))
+	}
 	if opts.Postgres {
 		step("Starting PostgreSQL on loopback")
 		env.postgres, err = testpg.Start(ctx, testpg.Options{Database: "largedata"})
@@ -396,6 +410,22 @@ func (e *Env) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 
 // LogDir is where the members' logs are.
 func (e *Env) LogDir() string { return e.runner.LogDir() }
+
+// JournalDir holds the members' reconcile journals with Options.Journals.
+func (e *Env) JournalDir() string { return e.journalDir }
+
+// Signal sends sig to a member's process: SIGKILL crashes it (the pod
+// runner restarts it, as a kubelet would), SIGSTOP freezes it until
+// SIGCONT.
+func (e *Env) Signal(member string, sig syscall.Signal) error { return e.runner.Signal(member, sig) }
+
+// PID returns a member's process id, or false while it has none (between
+// an exit and the restart).
+func (e *Env) PID(member string) (int, bool) { return e.runner.PID(member) }
+
+// RestartAPIServer stops kube-apiserver and starts it again with the same
+// flags and storage; it returns when the new process is ready.
+func (e *Env) RestartAPIServer(ctx context.Context) error { return e.cluster.RestartAPIServer(ctx) }
 
 // Stop stops the members, then the control plane.
 func (e *Env) Stop() error {

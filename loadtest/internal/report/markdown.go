@@ -32,6 +32,9 @@ func Markdown(r Report) string {
 	if s.Scale != "" {
 		fmt.Fprintf(&b, " Scale: %s.", s.Scale)
 	}
+	if s.Faults != "" {
+		fmt.Fprintf(&b, " Faults: %s.", s.Faults)
+	}
 	switch s.Store {
 	case "postgres":
 		b.WriteString(" Store: PostgreSQL (a throwaway server on loopback), shared by the members.")
@@ -124,8 +127,68 @@ func Markdown(r Report) string {
 				m.RSSBytes/(1<<20), m.PeakRSSBytes/(1<<20), m.HeapBytes/(1<<20), m.MeanCPU)
 		}
 	}
+	if len(r.Faults) > 0 {
+		b.WriteString(faultsTable(r.Faults))
+	}
+	if j := r.Journal; j != nil {
+		fmt.Fprintf(&b, "\nReconcile journals: %d reconciles of %d objects checked; **%d overlapping reconciles of one slot by two members** (%d of them excused: in flight when their member froze, no request after SIGCONT); **%d objects never reconciled at their final generation**.\n",
+			j.Entries, j.Objects, j.Overlaps-j.Excused, j.Excused, len(j.Missing))
+		for _, d := range j.Details {
+			fmt.Fprintf(&b, "- %s\n", d)
+		}
+		if len(j.Missing) > 0 {
+			fmt.Fprintf(&b, "- missing (first %d): %s\n", min(len(j.Missing), 20), strings.Join(j.Missing[:min(len(j.Missing), 20)], ", "))
+		}
+	}
 	fmt.Fprintf(&b, "\nCharts: [latency](%s), [objects per member](%s), [memory per member](%s), [CPU per member](%s). Every figure: [%s](%s).\n",
 		FileLatency, FileObjects, FileMemory, FileCPU, FileJSON, FileJSON)
+	return b.String()
+}
+
+func faultsTable(faults []Fault) string {
+	var b strings.Builder
+	b.WriteString("\n| fault | at (s) | member (slots) | served again (s) | objects created meanwhile: time to Ready | the one created at the fault: Ready after (s) | ring settled again (s) | also |\n")
+	b.WriteString("| --- | --: | --- | --: | --- | --: | --: | --- |\n")
+	for _, f := range faults {
+		member := "-"
+		if f.Member != "" {
+			member = fmt.Sprintf("%s (%d)", f.Member, f.Slots)
+			if f.Coordinator {
+				member += ", the coordinator"
+			}
+		}
+		seconds := func(v float64) string {
+			switch {
+			case v < 0:
+				return "not reached"
+			case v == 0:
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", v)
+		}
+		ready := pct(f.Ready)
+		if f.NotReady > 0 {
+			ready += fmt.Sprintf("; %d never Ready", f.NotReady)
+		}
+		var also []string
+		switch f.Kind {
+		case "stop":
+			also = append(also, fmt.Sprintf("frozen %.1f s; exited %s s after SIGCONT; reconciles started while frozen: %d",
+				f.Paused, seconds(f.ExitAfterResume), f.StartedWhilePaused))
+		case "apiserver-restart":
+			var lists []string
+			for _, k := range slices.Sorted(maps.Keys(f.Lists)) {
+				lists = append(lists, fmt.Sprintf("%s %d", k, f.Lists[k]))
+			}
+			also = append(also, fmt.Sprintf("down %.1f s; LISTs in the minute after: %s (of LargeData, %d from the harness, %d from the members); LargeData watches open: %d; member restarts: %d",
+				f.Down, strings.Join(lists, ", "), f.HarnessLists, f.Lists["largedata"]-f.HarnessLists, f.Watches, f.MemberRestarts))
+		}
+		if f.Error != "" {
+			also = append(also, "error: "+strings.ReplaceAll(f.Error, "|", "/"))
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %s | %s |\n", f.Kind, f.At, member, seconds(f.ServedAgain),
+			ready, seconds(f.FirstReady), seconds(f.Settled), strings.Join(also, "; "))
+	}
 	return b.String()
 }
 

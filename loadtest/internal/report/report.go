@@ -54,6 +54,8 @@ type Scenario struct {
 	// Store is the operator's store on the local cluster: memory or
 	// postgres; empty for a given cluster.
 	Store string `json:"store,omitempty"`
+	// Faults is the fault schedule (--faults).
+	Faults string `json:"faults,omitempty"`
 }
 
 // Event marks a moment of the run on the charts.
@@ -68,6 +70,77 @@ type Window struct {
 	// Start and End are seconds since the start; End is 0 if it never
 	// settled.
 	Start, End float64
+}
+
+// Fault is one fault injected while the objects were changed, and how the
+// ring came back from it.
+type Fault struct {
+	// Kind is kill (SIGKILL of a member; the pod runner restarts it), stop
+	// (SIGSTOP of a member for twice the lease, then SIGCONT) or
+	// apiserver-restart.
+	Kind string `json:"kind"`
+	// At is the signal, or the API server's stop, in seconds since the start.
+	At float64 `json:"at"`
+	// Member is the member signalled and Slots the number of slots it
+	// owned; Coordinator tells whether it had been the ring's coordinator.
+	Member      string `json:"member,omitempty"`
+	Slots       int    `json:"slots,omitempty"`
+	Coordinator bool   `json:"coordinator,omitempty"`
+	// ServedAgain is from the signal until every one of the member's slots
+	// was served again with a synced cache (by another member, or by the
+	// member's next process), in seconds; -1 if that did not happen.
+	ServedAgain float64 `json:"servedAgainSeconds,omitempty"`
+	// Created objects in the member's slots (any slots, after an API server
+	// restart), one every half second from the signal; Ready is the time of
+	// each from its create to Ready, and FirstReady that of the one created
+	// at the signal, from the signal. NotReady counts those never Ready.
+	Created    int         `json:"created"`
+	Ready      Percentiles `json:"ready"`
+	FirstReady float64     `json:"firstReadySeconds"`
+	NotReady   int         `json:"notReady,omitempty"`
+	// Paused is how long a stopped member was frozen; ExitAfterResume how
+	// long it ran after SIGCONT before it exited (it must fence itself),
+	// -1 if it did not exit; StartedWhilePaused the reconciles its journal
+	// shows started between the SIGSTOP and that exit (want 0).
+	Paused             float64 `json:"pausedSeconds,omitempty"`
+	ExitAfterResume    float64 `json:"exitAfterResumeSeconds,omitempty"`
+	StartedWhilePaused int     `json:"startedWhilePaused,omitempty"`
+	// Settled is from the signal until the ring was settled again with
+	// every member, the lost one's next process included; -1 if not.
+	Settled float64 `json:"settledSeconds,omitempty"`
+	// Down is how long a restart of the API server took, until ready.
+	// Lists counts, per resource, the LIST requests the new process served
+	// in the minute after it was ready, HarnessLists those of LargeData the
+	// harness sent (pages of its tracker's list after its watch broke);
+	// Watches the LargeData watches open at the end of that minute (one per
+	// informer). MemberRestarts counts members' processes restarted
+	// meanwhile (want 0: they recover in place).
+	Down           float64        `json:"downSeconds,omitempty"`
+	Lists          map[string]int `json:"lists,omitempty"`
+	HarnessLists   int            `json:"harnessLargeDataLists,omitempty"`
+	Watches        int            `json:"largeDataWatches,omitempty"`
+	MemberRestarts int            `json:"memberRestarts,omitempty"`
+	// Error says why the fault's figures are incomplete.
+	Error string `json:"error,omitempty"`
+}
+
+// Journal is what the members' reconcile journals showed at the end.
+type Journal struct {
+	// Entries is the number of reconciles recorded.
+	Entries int `json:"entries"`
+	// Overlaps are pairs of reconciles of one slot by two members at once;
+	// Excused those where one was in flight when its member was frozen and
+	// sent nothing after SIGCONT (its context had ended: see
+	// ARCHITECTURE.md). Both stay listed in Details.
+	Overlaps int      `json:"overlaps"`
+	Excused  int      `json:"excused"`
+	Details  []string `json:"details,omitempty"`
+	// Missing are the objects never reconciled ok at their final
+	// generation; Objects how many were checked.
+	Missing []string `json:"missing,omitempty"`
+	Objects int      `json:"objects"`
+	// Members counts each member's reconciles.
+	Members map[string]int `json:"members"`
 }
 
 // Input is everything measured.
@@ -92,6 +165,8 @@ type Input struct {
 	Snapshots  []sampler.Snapshot
 	Events     []Event
 	Rebalances []Window
+	Faults     []Fault
+	Journal    *Journal
 }
 
 // Percentiles of latencies, in seconds.
@@ -177,6 +252,8 @@ type Report struct {
 	UpdateLatency Percentiles `json:"updateLatency"`
 
 	Rebalances []Rebalance     `json:"rebalances,omitempty"`
+	Faults     []Fault         `json:"faults,omitempty"`
+	Journal    *Journal        `json:"journal,omitempty"`
 	Members    []MemberFigures `json:"members"`
 	Tracker    tracker.Stats   `json:"tracker"`
 	IdleWrites int             `json:"idleWrites"`
@@ -224,11 +301,12 @@ func Build(in Input) Report {
 			updates = append(updates, float64(s.Latency))
 		}
 	}
-	r.CreateLatency, r.UpdateLatency = percentiles(creates), percentiles(updates)
+	r.CreateLatency, r.UpdateLatency = PercentilesOf(creates), PercentilesOf(updates)
 	r.LatencyTimeline = timeline(in.Samples)
 	for _, w := range in.Rebalances {
 		r.Rebalances = append(r.Rebalances, rebalance(w, in))
 	}
+	r.Faults, r.Journal = in.Faults, in.Journal
 	r.Members = members(in.Snapshots)
 	r.APIServer, r.LargeData = meanRates(in.Snapshots)
 	var cpu, load float64
@@ -253,7 +331,8 @@ func Build(in Input) Report {
 	return r
 }
 
-func percentiles(v []float64) Percentiles {
+// PercentilesOf returns the percentiles of latencies v, in seconds.
+func PercentilesOf(v []float64) Percentiles {
 	if len(v) == 0 {
 		return Percentiles{}
 	}
@@ -279,7 +358,7 @@ func timeline(samples []tracker.Sample) []LatencyBucket {
 	})
 	out := make([]LatencyBucket, 0, len(keys))
 	for _, k := range keys {
-		out = append(out, LatencyBucket{At: float64(k*bucketSeconds + bucketSeconds/2), Percentiles: percentiles(buckets[k])})
+		out = append(out, LatencyBucket{At: float64(k*bucketSeconds + bucketSeconds/2), Percentiles: PercentilesOf(buckets[k])})
 	}
 	return out
 }
@@ -299,7 +378,7 @@ func rebalance(w Window, in Input) Rebalance {
 			lat = append(lat, float64(s.Latency))
 		}
 	}
-	r.Latency = percentiles(lat)
+	r.Latency = PercentilesOf(lat)
 	for _, at := range in.IdleWrites {
 		if float64(at) >= w.Start && float64(at) <= end {
 			r.IdleWrites++

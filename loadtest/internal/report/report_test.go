@@ -21,15 +21,15 @@ func TestPercentilesAreNearestRank(t *testing.T) {
 	for i := range v {
 		v[i] = float64(200 - i)
 	}
-	got := percentiles(v)
+	got := PercentilesOf(v)
 	want := Percentiles{Count: 200, P50: 100, P90: 180, P99: 198, Max: 200}
 	if got != want {
 		t.Errorf("percentiles of 1..200 = %+v, want %+v", got, want)
 	}
-	if got := percentiles([]float64{0.25}); got != (Percentiles{Count: 1, P50: 0.25, P90: 0.25, P99: 0.25, Max: 0.25}) {
+	if got := PercentilesOf([]float64{0.25}); got != (Percentiles{Count: 1, P50: 0.25, P90: 0.25, P99: 0.25, Max: 0.25}) {
 		t.Errorf("percentiles of one value = %+v", got)
 	}
-	if got := percentiles(nil); got != (Percentiles{}) {
+	if got := PercentilesOf(nil); got != (Percentiles{}) {
 		t.Errorf("percentiles of nothing = %+v, want zero", got)
 	}
 }
@@ -220,5 +220,35 @@ func TestMarkdownWritesPerObject(t *testing.T) {
 	want := "| LargeData writes seen on the watch | per created object 1 create + 0.00 metadata; per generation (create or spec change) 1.00 status |"
 	if !strings.Contains(md, want) {
 		t.Errorf("summary lacks %q:\n%s", want, md)
+	}
+}
+
+// The summary says how the ring came back from each fault, and what the
+// journals showed: a fault that was not recovered from says so.
+func TestMarkdownFaultsAndJournal(t *testing.T) {
+	in := input()
+	in.Faults = []Fault{
+		{Kind: "kill", At: 95, Member: "op-1", Slots: 256, ServedAgain: 4.25, Created: 40,
+			Ready: Percentiles{Count: 40, P50: 1.5, P90: 2, P99: 3, Max: 3.5}, FirstReady: 5.5, Settled: 6},
+		{Kind: "stop", At: 200, Member: "op-2", Slots: 256, ServedAgain: -1, Created: 40, NotReady: 2,
+			Ready: Percentiles{Count: 38, P50: 1, P90: 2, P99: 3, Max: 4}, FirstReady: -1, Settled: -1,
+			Paused: 30.1, ExitAfterResume: 0.2, StartedWhilePaused: 1, Error: "not served | within 75s"},
+		{Kind: "apiserver-restart", At: 400, Down: 9.5, Lists: map[string]int{"largedata": 59, "leases": 1}, HarnessLists: 50, Watches: 9,
+			Created: 40, Ready: Percentiles{Count: 40, P50: 1, P90: 1, P99: 1, Max: 1}, FirstReady: 1.2, Settled: 70},
+	}
+	in.Journal = &Journal{Entries: 5000, Objects: 1120, Overlaps: 3, Excused: 2, Missing: []string{"ns/a"},
+		Details: []string{"slot 7: op-2 reconciled ns/a ..."}}
+	md := Markdown(Build(in))
+	for _, want := range []string{
+		"| kill | 95 | op-1 (256) | 4.2 | p50 1.50 s, p90 2.00 s, p99 3.00 s, max 3.50 s (40) | 5.5 | 6.0 |  |",
+		"| stop | 200 | op-2 (256) | not reached | p50 1.00 s, p90 2.00 s, p99 3.00 s, max 4.00 s (38); 2 never Ready | not reached | not reached | frozen 30.1 s; exited 0.2 s after SIGCONT; reconciles started while frozen: 1; error: not served / within 75s |",
+		"| apiserver-restart | 400 | - | - | p50 1.00 s, p90 1.00 s, p99 1.00 s, max 1.00 s (40) | 1.2 | 70.0 | down 9.5 s; LISTs in the minute after: largedata 59, leases 1 (of LargeData, 50 from the harness, 9 from the members); LargeData watches open: 9; member restarts: 0 |",
+		"**1 overlapping reconciles of one slot by two members** (2 of them excused",
+		"**1 objects never reconciled at their final generation**",
+		"- missing (first 1): ns/a",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q:\n%s", want, md)
+		}
 	}
 }

@@ -37,7 +37,7 @@ type Options struct {
 	Now func() time.Time
 }
 
-// A generation counts as reconciled when its status says so (see ready).
+// A generation counts as reconciled when its status says so (see Ready).
 
 // Sample is one generation reconciled: when (seconds since the tracker
 // started) and after how long (seconds since its write was sent).
@@ -86,7 +86,7 @@ const (
 	flagDone
 	flagFinalizer
 	flagDeleting
-	// flagReady: the status reports its generation Ready (see ready).
+	// flagReady: the status reports its generation Ready (see Ready).
 	flagReady
 )
 
@@ -307,7 +307,7 @@ func (t *Tracker) observe(ld *datav1alpha1.LargeData, typ watch.EventType, now t
 	if ld.DeletionTimestamp != nil {
 		next.flags |= flagDeleting
 	}
-	if ready(ld) {
+	if Ready(ld) {
 		next.flags |= flagReady
 	}
 	if src == relisted && o.flags&flagPresent != 0 {
@@ -366,12 +366,12 @@ func (t *Tracker) observe(ld *datav1alpha1.LargeData, typ watch.EventType, now t
 	*o = next
 }
 
-// ready reports whether the status says the object's generation is
+// Ready reports whether the status says the object's generation is
 // reconciled: observedGeneration and the Ready condition's both at least the
 // generation, and the condition True. The phase alone is not enough: a
 // status merge patch computed from a stale copy can leave phase Ready next
 // to a Ready condition that is False.
-func ready(ld *datav1alpha1.LargeData) bool {
+func Ready(ld *datav1alpha1.LargeData) bool {
 	if ld.Status.ObservedGeneration < ld.Generation {
 		return false
 	}
