@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -79,6 +80,7 @@ type faultEnv interface {
 	PID(member string) (int, bool)
 	RestartAPIServer(ctx context.Context) error
 	LogDir() string
+	MemberMetrics(ctx context.Context, member string) ([]byte, error)
 }
 
 // labelFault marks the objects created during a fault with its number.
@@ -105,6 +107,9 @@ type faulter struct {
 	step   func(string, ...any)
 	// harnessLists counts the LIST requests of LargeData the harness sent.
 	harnessLists func() int64
+	// window is how long after an API server restart its requests are
+	// counted.
+	window time.Duration
 
 	n      int     // faults so far
 	pauses []pause // the stopped members, for the journal check
@@ -258,11 +263,14 @@ func (f *faulter) pickVictim(sr *shardingv1alpha1.ShardRing) (string, []int, boo
 	return pick.Name, slots, isCoordinator, nil
 }
 
-// waitServed waits until each of slots is served: its owner in the
-// ShardRing's status publishes it in the serving annotation of its Lease
-// (which a member does once its cache of the slot has synced), and if the
-// owner is the lost member itself, that Lease was acquired after the
-// signal, by its next process.
+// waitServed waits until each of slots is served with a synced cache: its
+// owner in the ShardRing's status lists it in the serving annotation of its
+// Lease (a member publishes a slot there before it opens it, so the list
+// covers every slot it may work on), and the owner's metric
+// kubeshard_member_slots_served (set once the cache of every slot it gained
+// has synced) counts every slot of that list. If the owner is the lost member
+// itself, its Lease must have been acquired after the signal, by its next
+// process.
 func (f *faulter) waitServed(ctx context.Context, lost string, slots []int, total int, at time.Time, timeout time.Duration) (time.Duration, error) {
 	deadline := at.Add(timeout)
 	why := "not checked yet"
@@ -312,6 +320,7 @@ func (f *faulter) served(ctx context.Context, lost string, slots []int, total in
 		}
 		serving[m] = s
 	}
+	owners := map[string]bool{}
 	for _, s := range slots {
 		o := owner[s]
 		if o == "" {
@@ -319,6 +328,26 @@ func (f *faulter) served(ctx context.Context, lost string, slots []int, total in
 		}
 		if _, ok := slices.BinarySearch(serving[o], s); !ok {
 			return false, fmt.Sprintf("slot %d: its owner %s does not serve it yet", s, o)
+		}
+		owners[o] = true
+	}
+	for o := range owners {
+		body, err := f.env.MemberMetrics(ctx, o)
+		if err != nil {
+			return false, fmt.Sprintf("the metrics of %s: %v", o, err)
+		}
+		fams, err := parseMetrics(body)
+		if err != nil {
+			return false, fmt.Sprintf("the metrics of %s: %v", o, err)
+		}
+		var synced int
+		if fam := fams["kubeshard_member_slots_served"]; fam != nil {
+			for _, m := range fam.Metric {
+				synced += int(m.GetGauge().GetValue())
+			}
+		}
+		if synced < len(serving[o]) {
+			return false, fmt.Sprintf("%s has synced the cache of %d of the %d slots it serves", o, synced, len(serving[o]))
 		}
 	}
 	return true, ""
@@ -343,7 +372,7 @@ func waitExit(ctx context.Context, env faultEnv, member string, pid int, timeout
 
 // restartAPIServer restarts kube-apiserver and measures the recovery: how
 // long it was down, the lists the members sent to the new process in the
-// minute after (one per informer at most: no relist storm), that no member
+// window after (one per informer at most: no relist storm), that no member
 // had to restart, and objects created after it turning Ready.
 func (f *faulter) restartAPIServer(ctx context.Context) report.Fault {
 	rep := report.Fault{Kind: faultAPIServer, Settled: -1, FirstReady: -1}
@@ -367,17 +396,19 @@ func (f *faulter) restartAPIServer(ctx context.Context) report.Fault {
 		return rep
 	}
 	up := time.Now()
-	rep.Down = up.Sub(at).Seconds()
+	rep.Down, rep.Window = up.Sub(at).Seconds(), f.window.Seconds()
 	f.step("Fault %d: kube-apiserver is back after %.1f s", f.n, rep.Down)
 	created := f.createDuring(ctx, up, nil, int(sr.Spec.Slots))
 	select {
-	case <-time.After(time.Until(up.Add(time.Minute))):
+	case <-time.After(time.Until(up.Add(f.window))):
 	case <-ctx.Done():
 	}
 	if body, err := f.apiGet(ctx, "/metrics"); err != nil {
 		rep.Error = err.Error()
-	} else if rep.Lists, rep.Watches, err = listsAndWatches(body); err != nil {
+	} else if a, err := readAPIServerFigures(body); err != nil {
 		rep.Error = err.Error()
+	} else {
+		rep.Lists, rep.Refused, rep.Watches, rep.CacheInit = a.lists, a.refused, a.watches, a.cacheInit
 	}
 	rep.HarnessLists = int(f.harnessLists() - listsBefore)
 	restartsAfter, err := f.memberRestarts(ctx)
@@ -391,8 +422,8 @@ func (f *faulter) restartAPIServer(ctx context.Context) report.Fault {
 	} else if rep.Error == "" {
 		rep.Error = err.Error()
 	}
-	f.step("Fault %d: LISTs in the minute after: %v; LargeData watches: %d; member restarts: %d; objects created after it Ready after p50 %.1f s, max %.1f s",
-		f.n, rep.Lists, rep.Watches, rep.MemberRestarts, rep.Ready.P50, rep.Ready.Max)
+	f.step("Fault %d: LISTs in the %s after: %v; LargeData watches: %d; member restarts: %d; objects created after it Ready after p50 %.1f s, max %.1f s",
+		f.n, f.window, rep.Lists, rep.Watches, rep.MemberRestarts, rep.Ready.P50, rep.Ready.Max)
 	return rep
 }
 
@@ -411,30 +442,53 @@ func (f *faulter) memberRestarts(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// listsAndWatches reads, from the API server's metrics, the LIST requests
-// it served per resource (since it started) and the LargeData watches open.
-func listsAndWatches(body []byte) (map[string]int, int, error) {
+// apiServerFigures are what the API server's metrics say about the time
+// since it started.
+type apiServerFigures struct {
+	// lists counts the LIST requests answered (2xx) per resource.
+	lists map[string]int
+	// refused counts requests of LargeData answered 429 (while its watch
+	// cache initialized).
+	refused int
+	// watches is the number of LargeData watches open.
+	watches int
+	// cacheInit is how long LargeData's watch cache took to initialize.
+	cacheInit float64
+}
+
+func readAPIServerFigures(body []byte) (apiServerFigures, error) {
 	fams, err := parseMetrics(body)
 	if err != nil {
-		return nil, 0, err
+		return apiServerFigures{}, err
 	}
-	lists := map[string]int{}
+	a := apiServerFigures{lists: map[string]int{}}
 	if fam := fams["apiserver_request_total"]; fam != nil {
 		for _, m := range fam.Metric {
-			if labelOf(m, "verb") == "LIST" {
-				lists[labelOf(m, "resource")] += int(m.GetCounter().GetValue())
+			n := int(m.GetCounter().GetValue())
+			code, resource := labelOf(m, "code"), labelOf(m, "resource")
+			switch {
+			case resource == "largedata" && code == "429":
+				a.refused += n
+			case labelOf(m, "verb") == "LIST" && strings.HasPrefix(code, "2"):
+				a.lists[resource] += n
 			}
 		}
 	}
-	var watches int
 	if fam := fams["apiserver_longrunning_requests"]; fam != nil {
 		for _, m := range fam.Metric {
 			if labelOf(m, "verb") == "WATCH" && labelOf(m, "resource") == "largedata" {
-				watches += int(m.GetGauge().GetValue())
+				a.watches += int(m.GetGauge().GetValue())
 			}
 		}
 	}
-	return lists, watches, nil
+	if fam := fams["apiserver_watch_cache_initialization_duration_seconds"]; fam != nil {
+		for _, m := range fam.Metric {
+			if labelOf(m, "resource") == "largedata" {
+				a.cacheInit += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return a, nil
 }
 
 // faultObjects are the objects a fault creates, and when each was created
@@ -709,7 +763,7 @@ func labelOf(m *dto.Metric, name string) string {
 	return ""
 }
 
-// listCounter counts the LIST requests of LargeData answered through a
+// listCounter counts the LIST requests of LargeData answered 2xx through a
 // transport it wraps (each page of a list counts, as the API server
 // counts them).
 type listCounter struct{ n atomic.Int64 }
@@ -717,13 +771,22 @@ type listCounter struct{ n atomic.Int64 }
 func (l *listCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		resp, err := rt.RoundTrip(r)
-		// Counted when answered, as the API server counts them: not the
-		// attempts that found it down.
-		if err == nil && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/largedata") && r.URL.Query().Get("watch") != "true" {
+		// Counted when answered, as the API server's figure counts them:
+		// not the attempts that found it down or were refused.
+		if err == nil && resp.StatusCode < 300 && r.Method == http.MethodGet && isLargeDataList(r.URL) {
 			l.n.Add(1)
 		}
 		return resp, err
 	})
+}
+
+// isLargeDataList tells a list of LargeData (cluster-wide or in a
+// namespace) from a watch, from a get of one, and from a get of another
+// kind's object that happens to be named largedata (the ShardRing).
+func isLargeDataList(u *url.URL) bool {
+	p := u.Path
+	return strings.HasPrefix(p, "/apis/"+datav1alpha1.GroupVersion.Group+"/") && strings.HasSuffix(p, "/largedata") &&
+		u.Query().Get("watch") != "true"
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -41,13 +42,16 @@ type scenario struct {
 	objects objectFlags
 	write   writeFlags
 
-	members          int
-	baseline         int
-	churnShare       float64
-	churnDuration    time.Duration
-	scale            string
-	faults           string
-	faultObjects     int
+	members       int
+	baseline      int
+	churnShare    float64
+	churnDuration time.Duration
+	scale         string
+	faults        string
+	faultObjects  int
+	// faultWindow is how long after an API server restart its requests are
+	// counted. Default: a minute.
+	faultWindow      time.Duration
 	out              string
 	workDir          string
 	metricsAddr      string
@@ -346,7 +350,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	var fl *faulter
 	if len(faults) > 0 {
 		fl = &faulter{env: env, c: c, ring: key(sc.ring), names: names, spec: sc.write.spec(), objects: sc.faultObjects,
-			since: since, apiGet: apiGet, step: step, harnessLists: harnessLists.n.Load}
+			since: since, apiGet: apiGet, step: step, harnessLists: harnessLists.n.Load, window: cmp.Or(sc.faultWindow, time.Minute)}
 	}
 	phases := func() error {
 		step("Creating %d LargeData objects in %d namespaces", sc.objects.objects, sc.objects.namespaces)

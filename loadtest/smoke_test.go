@@ -137,3 +137,72 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Logf("FIGURES %s", strings.ReplaceAll(report.Markdown(*r), "\n", " "))
 }
+
+// TestSmokeFaults runs the scenario with a member killed and the API server
+// restarted during the churn, on the PostgreSQL store, and checks what the
+// fault figures promise a user: the lost member's slots served again, every
+// object created meanwhile Ready, no member restarted by the API server's
+// restart and no more lists than informers, and journals that show no
+// overlapping reconciles and nothing missing.
+func TestSmokeFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a local cluster, PostgreSQL and operator processes")
+	}
+	const objects, perFault = 1000, 10
+	sc := scenario{
+		client:           clientFlags{qps: 1000, burst: 2000},
+		objects:          objectFlags{prefix: "faults", namespaces: 5, objects: objects},
+		write:            writeFlags{concurrency: 32, items: 10, batchSize: 500},
+		members:          3,
+		churnShare:       0.01,
+		churnDuration:    30 * time.Second,
+		faults:           "kill@2s,apiserver-restart@10s",
+		faultObjects:     perFault,
+		faultWindow:      15 * time.Second,
+		postgres:         true,
+		out:              t.TempDir(),
+		workDir:          t.TempDir(),
+		metricsAddr:      "127.0.0.1:0",
+		sampleInterval:   2 * time.Second,
+		reconcileTimeout: 5 * time.Minute,
+		cleanup:          true,
+		operatorArgs:     "--kube-api-qps=1000 --kube-api-burst=2000",
+		ring:             "kubeshard-system/largedata",
+		statefulSet:      "kubeshard-system/largedata-operator",
+	}
+	r, err := runScenario(t.Context(), &sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Complete || r.Tracker.Reconciled != objects {
+		t.Errorf("complete %v, %d of %d objects reconciled", r.Complete, r.Tracker.Reconciled, objects)
+	}
+	if len(r.Faults) != 2 {
+		t.Fatalf("faults %+v: want the kill and the restart", r.Faults)
+	}
+	for _, f := range r.Faults {
+		if f.Error != "" || f.Created != perFault || f.NotReady != 0 || f.Ready.Count != perFault || f.FirstReady < 0 || f.Settled < 0 {
+			t.Errorf("%s: %+v; want every object created meanwhile Ready and the ring settled, without error", f.Kind, f)
+		}
+	}
+	if kill := r.Faults[0]; kill.Kind != faultKill || kill.Member == "" || kill.Coordinator || kill.Slots == 0 || kill.ServedAgain <= 0 {
+		t.Errorf("kill: %+v; want a member that is not the coordinator, its slots served again", kill)
+	}
+	restart := r.Faults[1]
+	if restart.Kind != faultAPIServer || restart.Down <= 0 || restart.MemberRestarts != 0 {
+		t.Errorf("apiserver-restart: %+v; want it down a while and no member restarted", restart)
+	}
+	// Each informer of LargeData lists once at most after the restart; each
+	// holds one watch.
+	if members := restart.Lists["largedata"] - restart.HarnessLists; restart.Watches == 0 || members < 0 || members > restart.Watches {
+		t.Errorf("after the API server's restart the members listed LargeData %d times with %d watches open; want at most one list per watch", members, restart.Watches)
+	}
+	j := r.Journal
+	if j == nil || j.Entries == 0 || j.Objects != objects+2*perFault || j.Overlaps != 0 || len(j.Missing) != 0 {
+		t.Errorf("journal %+v: want the reconciles of all %d objects, no overlap, nothing missing", j, objects+2*perFault)
+	}
+	if r.Cleanup == nil || r.Cleanup.Done != objects+2*perFault {
+		t.Errorf("cleanup %+v: want the %d objects and those the faults created deleted", r.Cleanup, objects)
+	}
+	t.Logf("FIGURES %s", strings.ReplaceAll(report.Markdown(*r), "\n", " "))
+}

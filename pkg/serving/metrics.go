@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer, member string) (*Metrics, error) {
 	m := &Metrics{
 		member: member,
 		slotsServed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "kubeshard_member_slots_served", Help: "Slots this member serves.",
+			Name: "kubeshard_member_slots_served", Help: "Slots this member serves, counted once the cache of each has synced.",
 		}, []string{"ring", "member"}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kubeshard_member_slot_releases_total", Help: "Slots this member handed over.",

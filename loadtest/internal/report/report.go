@@ -109,13 +109,19 @@ type Fault struct {
 	// every member, the lost one's next process included; -1 if not.
 	Settled float64 `json:"settledSeconds,omitempty"`
 	// Down is how long a restart of the API server took, until ready.
-	// Lists counts, per resource, the LIST requests the new process served
-	// in the minute after it was ready, HarnessLists those of LargeData the
+	// CacheInit is how long its watch cache of LargeData then took to
+	// initialize (it lists them all from storage) and Refused the requests of
+	// LargeData it answered 429 meanwhile. Lists counts, per resource, the
+	// LIST requests the new process answered (2xx) until Window seconds after
+	// it was ready, HarnessLists those of LargeData the
 	// harness sent (pages of its tracker's list after its watch broke);
-	// Watches the LargeData watches open at the end of that minute (one per
-	// informer). MemberRestarts counts members' processes restarted
+	// Watches the LargeData watches open at the end of that window (one
+	// per informer). MemberRestarts counts members' processes restarted
 	// meanwhile (want 0: they recover in place).
 	Down           float64        `json:"downSeconds,omitempty"`
+	Window         float64        `json:"windowSeconds,omitempty"`
+	CacheInit      float64        `json:"largeDataCacheInitSeconds,omitempty"`
+	Refused        int            `json:"largeDataRefused,omitempty"`
 	Lists          map[string]int `json:"lists,omitempty"`
 	HarnessLists   int            `json:"harnessLargeDataLists,omitempty"`
 	Watches        int            `json:"largeDataWatches,omitempty"`
