@@ -3,16 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -81,6 +79,7 @@ type faultEnv interface {
 	RestartAPIServer(ctx context.Context) error
 	LogDir() string
 	MemberMetrics(ctx context.Context, member string) ([]byte, error)
+	AuditLog() string
 }
 
 // labelFault marks the objects created during a fault with its number.
@@ -105,8 +104,6 @@ type faulter struct {
 	// apiGet reads a path of the API server.
 	apiGet func(context.Context, string) ([]byte, error)
 	step   func(string, ...any)
-	// harnessLists counts the LIST requests of LargeData the harness sent.
-	harnessLists func() int64
 	// window is how long after an API server restart its requests are
 	// counted.
 	window time.Duration
@@ -389,7 +386,6 @@ func (f *faulter) restartAPIServer(ctx context.Context) report.Fault {
 	}
 	at := time.Now()
 	rep.At = f.since()
-	listsBefore := f.harnessLists()
 	f.step("Fault %d: restarting kube-apiserver", f.n)
 	if err := f.env.RestartAPIServer(ctx); err != nil {
 		rep.Error = err.Error()
@@ -410,7 +406,9 @@ func (f *faulter) restartAPIServer(ctx context.Context) report.Fault {
 	} else {
 		rep.Lists, rep.Refused, rep.Watches, rep.CacheInit = a.lists, a.refused, a.watches, a.cacheInit
 	}
-	rep.HarnessLists = int(f.harnessLists() - listsBefore)
+	if rep.MemberLists, rep.HarnessLists, err = auditedLists(f.env.AuditLog(), at); err != nil {
+		rep.Error = err.Error()
+	}
 	restartsAfter, err := f.memberRestarts(ctx)
 	if err != nil {
 		rep.Error = err.Error()
@@ -440,6 +438,40 @@ func (f *faulter) memberRestarts(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// auditedLists counts the lists of LargeData answered (2xx) since the API
+// server's audit log says were sent by the members (their user agent is
+// the operator binary's) and by anyone else (the harness).
+func auditedLists(path string, since time.Time) (members, others int, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the API server's audit log: %w", err)
+	}
+	for line := range bytes.Lines(data) {
+		var ev struct {
+			Stage     string `json:"stage"`
+			Verb      string `json:"verb"`
+			UserAgent string `json:"userAgent"`
+			ObjectRef struct {
+				Resource string `json:"resource"`
+			} `json:"objectRef"`
+			ResponseStatus struct {
+				Code int `json:"code"`
+			} `json:"responseStatus"`
+			Received time.Time `json:"requestReceivedTimestamp"`
+		}
+		if json.Unmarshal(line, &ev) != nil || ev.Stage != "ResponseComplete" || ev.Verb != "list" ||
+			ev.ObjectRef.Resource != "largedata" || ev.ResponseStatus.Code >= 300 || ev.Received.Before(since) {
+			continue
+		}
+		if strings.HasPrefix(ev.UserAgent, "largedata-operator/") {
+			members++
+		} else {
+			others++
+		}
+	}
+	return members, others, nil
 }
 
 // apiServerFigures are what the API server's metrics say about the time
@@ -762,33 +794,3 @@ func labelOf(m *dto.Metric, name string) string {
 	}
 	return ""
 }
-
-// listCounter counts the LIST requests of LargeData answered 2xx through a
-// transport it wraps (each page of a list counts, as the API server
-// counts them).
-type listCounter struct{ n atomic.Int64 }
-
-func (l *listCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-		resp, err := rt.RoundTrip(r)
-		// Counted when answered, as the API server's figure counts them:
-		// not the attempts that found it down or were refused.
-		if err == nil && resp.StatusCode < 300 && r.Method == http.MethodGet && isLargeDataList(r.URL) {
-			l.n.Add(1)
-		}
-		return resp, err
-	})
-}
-
-// isLargeDataList tells a list of LargeData (cluster-wide or in a
-// namespace) from a watch, from a get of one, and from a get of another
-// kind's object that happens to be named largedata (the ShardRing).
-func isLargeDataList(u *url.URL) bool {
-	p := u.Path
-	return strings.HasPrefix(p, "/apis/"+datav1alpha1.GroupVersion.Group+"/") && strings.HasSuffix(p, "/largedata") &&
-		u.Query().Get("watch") != "true"
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

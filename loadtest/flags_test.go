@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -114,27 +113,6 @@ func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 		}
 		if err := sc.validate(); (err == nil) != tc.ok {
 			t.Errorf("run %v: error %v, want ok %v", tc.args, err, tc.ok)
-		}
-	}
-}
-
-// The harness tells its own lists of LargeData apart from the members' by
-// their URLs: a list, in a namespace or cluster-wide; not a watch, a get of
-// one, nor a get of the ShardRing that is named largedata too.
-func TestIsLargeDataList(t *testing.T) {
-	for path, want := range map[string]bool{
-		"/apis/data.kubeshard.dev/v1alpha1/largedata?labelSelector=x&limit=2000":                 true,
-		"/apis/data.kubeshard.dev/v1alpha1/namespaces/loadtest-1/largedata?limit=500":            true,
-		"/apis/data.kubeshard.dev/v1alpha1/largedata?watch=true&resourceVersion=5":               false,
-		"/apis/data.kubeshard.dev/v1alpha1/namespaces/loadtest-1/largedata/ld-00000001":          false,
-		"/apis/sharding.kubeshard.dev/v1alpha1/namespaces/kubeshard-system/shardrings/largedata": false,
-	} {
-		u, err := url.Parse(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := isLargeDataList(u); got != want {
-			t.Errorf("isLargeDataList(%s) = %v, want %v", path, got, want)
 		}
 	}
 }

@@ -199,7 +199,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		env, err = localenv.Start(ctx, localenv.Options{
 			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
 			APIServerArgs: strings.Fields(sc.apiServerArgs), APIServerEnv: strings.Fields(sc.apiServerEnv), Kine: sc.storage == "kine", Postgres: sc.postgres, Progress: sc.progress,
-			Journals: len(faults) > 0,
+			Journals: len(faults) > 0, AuditLists: len(faults) > 0,
 		})
 		if env != nil {
 			defer func() {
@@ -219,11 +219,6 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	} else if cfg, err = sc.client.config(); err != nil {
 		return nil, err
 	}
-	// The harness's own lists of LargeData, told apart from the members' in
-	// the API server's count after a restart.
-	harnessLists := &listCounter{}
-	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(harnessLists.wrap)
 	c, cs, err := newClients(cfg)
 	if err != nil {
 		return nil, err
@@ -350,7 +345,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	var fl *faulter
 	if len(faults) > 0 {
 		fl = &faulter{env: env, c: c, ring: key(sc.ring), names: names, spec: sc.write.spec(), objects: sc.faultObjects,
-			since: since, apiGet: apiGet, step: step, harnessLists: harnessLists.n.Load, window: cmp.Or(sc.faultWindow, time.Minute)}
+			since: since, apiGet: apiGet, step: step, window: cmp.Or(sc.faultWindow, time.Minute)}
 	}
 	phases := func() error {
 		step("Creating %d LargeData objects in %d namespaces", sc.objects.objects, sc.objects.namespaces)

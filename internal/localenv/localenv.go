@@ -89,9 +89,27 @@ type Options struct {
 	// JournalDir()/<pod>.jsonl (the operator's --journal), for a check that
 	// no two members reconciled one slot at once. Default: no journals.
 	Journals bool
+	// AuditLists makes kube-apiserver write an audit event for every list
+	// of LargeData to AuditLog(), with the client's user agent: the members
+	// and the harness share the admin identity here, not their programs.
+	AuditLists bool
 	// Progress receives one line per step; nil prints nothing.
 	Progress io.Writer
 }
+
+// auditPolicy records lists of LargeData at the Metadata level (who, when,
+// the response code) and nothing else.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["list"]
+  resources:
+  - group: data.kubeshard.dev
+    resources: ["largedata"]
+- level: None
+`
 
 // Env is a running local cluster with the operator.
 type Env struct {
@@ -108,6 +126,7 @@ type Env struct {
 	kinePostgres *testpg.Server
 	runner       *podrunner.Runner
 	journalDir   string
+	auditLog     string
 	stopRunner   context.CancelFunc
 	runnerDone   chan error
 }
@@ -149,6 +168,16 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	clusterOpts := localcluster.Options{
 		Dir: filepath.Join(opts.Dir, "cluster"), ExtraAPIServerFlags: opts.APIServerArgs, APIServerEnv: opts.APIServerEnv,
 	}
+	var auditLog string
+	if opts.AuditLists {
+		policy := filepath.Join(opts.Dir, "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o644); err != nil {
+			return nil, err
+		}
+		auditLog = filepath.Join(opts.Dir, "audit.log")
+		clusterOpts.ExtraAPIServerFlags = append(slices.Clone(opts.APIServerArgs),
+			"--audit-policy-file="+policy, "--audit-log-path="+auditLog, "--audit-log-format=json")
+	}
 	var kinePG *testpg.Server
 	if opts.Kine {
 		step("Starting PostgreSQL on loopback for kine, the API server's storage")
@@ -167,7 +196,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 		return nil, err
 	}
-	env := &Env{Config: rest.CopyConfig(cluster.Config), Kubeconfig: cluster.KubeconfigPath, cluster: cluster, kinePostgres: kinePG}
+	env := &Env{Config: rest.CopyConfig(cluster.Config), Kubeconfig: cluster.KubeconfigPath, cluster: cluster, kinePostgres: kinePG, auditLog: auditLog}
 	env.Config.QPS, env.Config.Burst = 200, 400
 	defer func() {
 		if err != nil {
@@ -410,6 +439,9 @@ func (e *Env) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 
 // LogDir is where the members' logs are.
 func (e *Env) LogDir() string { return e.runner.LogDir() }
+
+// AuditLog is kube-apiserver's audit log with Options.AuditLists.
+func (e *Env) AuditLog() string { return e.auditLog }
 
 // JournalDir holds the members' reconcile journals with Options.Journals.
 func (e *Env) JournalDir() string { return e.journalDir }

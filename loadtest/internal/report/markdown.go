@@ -180,8 +180,8 @@ func faultsTable(faults []Fault) string {
 			for _, k := range slices.Sorted(maps.Keys(f.Lists)) {
 				lists = append(lists, fmt.Sprintf("%s %d", k, f.Lists[k]))
 			}
-			also = append(also, fmt.Sprintf("down %.1f s; its LargeData watch cache initialized in %.1f s, %d LargeData requests refused (429) meanwhile; LISTs answered in the %.0f s after: %s (of LargeData, %d from the harness, %d from the members); LargeData watches open: %d; member restarts: %d",
-				f.Down, f.CacheInit, f.Refused, f.Window, strings.Join(lists, ", "), f.HarnessLists, f.Lists["largedata"]-f.HarnessLists, f.Watches, f.MemberRestarts))
+			also = append(also, fmt.Sprintf("down %.1f s; its LargeData watch cache initialized in %.1f s, %d LargeData requests refused (429) meanwhile; LISTs answered in the %.0f s after: %s (of LargeData, %d from the members, %d from the harness); LargeData watches open: %d; member restarts: %d",
+				f.Down, f.CacheInit, f.Refused, f.Window, strings.Join(lists, ", "), f.MemberLists, f.HarnessLists, f.Watches, f.MemberRestarts))
 		}
 		if f.Error != "" {
 			also = append(also, "error: "+strings.ReplaceAll(f.Error, "|", "/"))

@@ -113,8 +113,9 @@ type Fault struct {
 	// initialize (it lists them all from storage) and Refused the requests of
 	// LargeData it answered 429 meanwhile. Lists counts, per resource, the
 	// LIST requests the new process answered (2xx) until Window seconds after
-	// it was ready, HarnessLists those of LargeData the
-	// harness sent (pages of its tracker's list after its watch broke);
+	// it was ready; MemberLists and HarnessLists split those of LargeData
+	// between the members and the harness (pages of its tracker's list after
+	// its watch broke), from the API server's audit log;
 	// Watches the LargeData watches open at the end of that window (one
 	// per informer). MemberRestarts counts members' processes restarted
 	// meanwhile (want 0: they recover in place).
@@ -123,6 +124,7 @@ type Fault struct {
 	CacheInit      float64        `json:"largeDataCacheInitSeconds,omitempty"`
 	Refused        int            `json:"largeDataRefused,omitempty"`
 	Lists          map[string]int `json:"lists,omitempty"`
+	MemberLists    int            `json:"memberLargeDataLists"`
 	HarnessLists   int            `json:"harnessLargeDataLists,omitempty"`
 	Watches        int            `json:"largeDataWatches,omitempty"`
 	MemberRestarts int            `json:"memberRestarts,omitempty"`

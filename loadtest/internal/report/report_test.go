@@ -233,7 +233,7 @@ func TestMarkdownFaultsAndJournal(t *testing.T) {
 		{Kind: "stop", At: 200, Member: "op-2", Slots: 256, ServedAgain: -1, Created: 40, NotReady: 2,
 			Ready: Percentiles{Count: 38, P50: 1, P90: 2, P99: 3, Max: 4}, FirstReady: -1, Settled: -1,
 			Paused: 30.1, ExitAfterResume: 0.2, StartedWhilePaused: 1, Error: "not served | within 75s"},
-		{Kind: "apiserver-restart", At: 400, Down: 9.5, Lists: map[string]int{"largedata": 59, "leases": 1}, HarnessLists: 50, Watches: 9, Window: 60, CacheInit: 12.5, Refused: 140,
+		{Kind: "apiserver-restart", At: 400, Down: 9.5, Lists: map[string]int{"largedata": 59, "leases": 1}, MemberLists: 9, HarnessLists: 50, Watches: 9, Window: 60, CacheInit: 12.5, Refused: 140,
 			Created: 40, Ready: Percentiles{Count: 40, P50: 1, P90: 1, P99: 1, Max: 1}, FirstReady: 1.2, Settled: 70},
 	}
 	in.Journal = &Journal{Entries: 5000, Objects: 1120, Overlaps: 3, Excused: 2, Missing: []string{"ns/a"},
@@ -242,7 +242,7 @@ func TestMarkdownFaultsAndJournal(t *testing.T) {
 	for _, want := range []string{
 		"| kill | 95 | op-1 (256) | 4.2 | p50 1.50 s, p90 2.00 s, p99 3.00 s, max 3.50 s (40) | 5.5 | 6.0 |  |",
 		"| stop | 200 | op-2 (256) | not reached | p50 1.00 s, p90 2.00 s, p99 3.00 s, max 4.00 s (38); 2 never Ready | not reached | not reached | frozen 30.1 s; exited 0.2 s after SIGCONT; reconciles started while frozen: 1; error: not served / within 75s |",
-		"| apiserver-restart | 400 | - | - | p50 1.00 s, p90 1.00 s, p99 1.00 s, max 1.00 s (40) | 1.2 | 70.0 | down 9.5 s; its LargeData watch cache initialized in 12.5 s, 140 LargeData requests refused (429) meanwhile; LISTs answered in the 60 s after: largedata 59, leases 1 (of LargeData, 50 from the harness, 9 from the members); LargeData watches open: 9; member restarts: 0 |",
+		"| apiserver-restart | 400 | - | - | p50 1.00 s, p90 1.00 s, p99 1.00 s, max 1.00 s (40) | 1.2 | 70.0 | down 9.5 s; its LargeData watch cache initialized in 12.5 s, 140 LargeData requests refused (429) meanwhile; LISTs answered in the 60 s after: largedata 59, leases 1 (of LargeData, 9 from the members, 50 from the harness); LargeData watches open: 9; member restarts: 0 |",
 		"**1 overlapping reconciles of one slot by two members** (2 of them excused",
 		"**1 objects never reconciled at their final generation**",
 		"- missing (first 1): ns/a",
