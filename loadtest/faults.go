@@ -694,8 +694,11 @@ func isDone(ch <-chan struct{}) bool {
 // It also fills in StartedWhilePaused of the stop faults.
 func (f *faulter) checkJournals(ctx context.Context, dir string, faults []report.Fault) (*report.Journal, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-	if err != nil || len(paths) == 0 {
-		return nil, fmt.Errorf("no journals in %s: %v", dir, err)
+	if err != nil {
+		return nil, fmt.Errorf("finding the journals: %w", err)
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no journals in %s", dir)
 	}
 	entries, err := journal.Read(paths...)
 	if err != nil {
