@@ -205,12 +205,7 @@ func (f *faulter) loseMember(ctx context.Context, kind string) report.Fault {
 		f.step("Fault %d: SIGCONT to %s after %.1f s; it exited %.1f s later", f.n, victim, rep.Paused, rep.ExitAfterResume)
 	}
 
-	rep.Created, rep.Ready, rep.FirstReady, rep.NotReady = created.wait(ctx, at, 2*time.Minute)
-	if err := localenv.WaitSettled(ctx, f.c, f.ring, members, 5*time.Minute); err == nil {
-		rep.Settled = time.Since(at).Seconds()
-	} else if rep.Error == "" {
-		rep.Error = err.Error()
-	}
+	f.finish(ctx, &rep, created, at, at, members)
 	f.step("Fault %d: %d objects created meanwhile, Ready after p50 %.1f s, max %.1f s; the ring settled with %d members %.1f s after the signal",
 		f.n, rep.Created, rep.Ready.P50, rep.Ready.Max, members, rep.Settled)
 	return rep
@@ -350,6 +345,18 @@ func (f *faulter) served(ctx context.Context, lost string, slots []int, total in
 	return true, ""
 }
 
+// finish waits for the objects the fault created (the first of them sent
+// at createdFrom) to be Ready and for the ring to settle with members
+// again, and records both in rep, the settling from the fault at at.
+func (f *faulter) finish(ctx context.Context, rep *report.Fault, created *faultObjects, createdFrom, at time.Time, members int) {
+	rep.Created, rep.Ready, rep.FirstReady, rep.NotReady = created.wait(ctx, createdFrom, 2*time.Minute)
+	if err := localenv.WaitSettled(ctx, f.c, f.ring, members, 5*time.Minute); err == nil {
+		rep.Settled = time.Since(at).Seconds()
+	} else if rep.Error == "" {
+		rep.Error = err.Error()
+	}
+}
+
 // waitExit waits until member's process pid is gone (the pod runner then
 // restarts it) and returns when it was first seen gone.
 func waitExit(ctx context.Context, env faultEnv, member string, pid int, timeout time.Duration) (time.Time, bool) {
@@ -414,12 +421,7 @@ func (f *faulter) restartAPIServer(ctx context.Context) report.Fault {
 		rep.Error = err.Error()
 	}
 	rep.MemberRestarts = restartsAfter - restartsBefore
-	rep.Created, rep.Ready, rep.FirstReady, rep.NotReady = created.wait(ctx, up, 2*time.Minute)
-	if err := localenv.WaitSettled(ctx, f.c, f.ring, members, 5*time.Minute); err == nil {
-		rep.Settled = time.Since(at).Seconds()
-	} else if rep.Error == "" {
-		rep.Error = err.Error()
-	}
+	f.finish(ctx, &rep, created, up, at, members)
 	f.step("Fault %d: LISTs in the %s after: %v; LargeData watches: %d; member restarts: %d; objects created after it Ready after p50 %.1f s, max %.1f s",
 		f.n, f.window, rep.Lists, rep.Watches, rep.MemberRestarts, rep.Ready.P50, rep.Ready.Max)
 	return rep
