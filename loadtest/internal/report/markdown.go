@@ -131,7 +131,7 @@ func Markdown(r Report) string {
 		b.WriteString(faultsTable(r.Faults))
 	}
 	if j := r.Journal; j != nil {
-		fmt.Fprintf(&b, "\nReconcile journals: %d reconciles of %d objects checked; **%d overlapping reconciles of one slot by two members** (%d of them excused: in flight when their member froze, no request after SIGCONT); **%d objects never reconciled at their final generation**.\n",
+		fmt.Fprintf(&b, "\nReconcile journals: %d reconciles of %d objects checked; **%d overlapping reconciles of one slot by two members**, besides %d excused (one side was in flight when its member froze and sent no request after SIGCONT: the documented limit of a lease); **%d objects never reconciled at their final generation**.\n",
 			j.Entries, j.Objects, j.Overlaps-j.Excused, j.Excused, len(j.Missing))
 		for _, d := range j.Details {
 			fmt.Fprintf(&b, "- %s\n", d)

@@ -243,7 +243,7 @@ func TestMarkdownFaultsAndJournal(t *testing.T) {
 		"| kill | 95 | op-1 (256) | 4.2 | p50 1.50 s, p90 2.00 s, p99 3.00 s, max 3.50 s (40) | 5.5 | 6.0 |  |",
 		"| stop | 200 | op-2 (256) | not reached | p50 1.00 s, p90 2.00 s, p99 3.00 s, max 4.00 s (38); 2 never Ready | not reached | not reached | frozen 30.1 s; exited 0.2 s after SIGCONT; reconciles started while frozen: 1; error: not served / within 75s |",
 		"| apiserver-restart | 400 | - | - | p50 1.00 s, p90 1.00 s, p99 1.00 s, max 1.00 s (40) | 1.2 | 70.0 | down 9.5 s; its LargeData watch cache initialized in 12.5 s, 140 LargeData requests refused (429) meanwhile; LISTs answered in the 60 s after: largedata 59, leases 1 (of LargeData, 9 from the members, 50 from the harness); LargeData watches open: 9; member restarts: 0 |",
-		"**1 overlapping reconciles of one slot by two members** (2 of them excused",
+		"**1 overlapping reconciles of one slot by two members**, besides 2 excused",
 		"**1 objects never reconciled at their final generation**",
 		"- missing (first 1): ns/a",
 	} {
