@@ -104,6 +104,7 @@ func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 		{[]string{"--faults", "kill@30s"}, true},
 		{[]string{"--faults", "kill@30s", "--kubeconfig", "some.kubeconfig"}, false},
 		{[]string{"--faults", "kill@30s", "--fault-objects", "0"}, false},
+		{[]string{"--fault-objects", "0"}, true}, // no faults: nothing to create
 	} {
 		sc := &scenario{}
 		fs := newFlagSet("run", "")

@@ -127,7 +127,7 @@ func (sc *scenario) validate() error {
 	} else if sc.faults != "" && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--faults signals the local cluster's processes; with --kubeconfig there are none to signal"))
 	}
-	if sc.faultObjects < 1 {
+	if sc.faults != "" && sc.faultObjects < 1 {
 		errs = append(errs, errors.New("--fault-objects must be at least 1"))
 	}
 	for _, key := range []string{sc.ring, sc.statefulSet} {
