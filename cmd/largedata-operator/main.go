@@ -54,6 +54,7 @@ type config struct {
 	burst                   int
 	journal                 string
 	cacheCompactAfter       time.Duration
+	labelerSweep            time.Duration
 	redisAddr               string
 	streamPoll, streamStat  time.Duration
 }
@@ -83,6 +84,7 @@ Usage: largedata-operator [flags]
 	fs.BoolVar(&c.sharded, "sharded", true, "Split objects between replicas. With false, this replica reconciles and caches every object, like an operator without kubeshard (a baseline for benchmarks; run one replica).")
 	fs.BoolVar(&c.leaderElect, "leader-elect", true, "Elect one replica as the ring's coordinator (and the labeler). Needed whenever more than one replica runs.")
 	fs.BoolVar(&c.webhook, "webhook", false, "Serve the slot-label mutating webhook.")
+	fs.DurationVar(&c.labelerSweep, "labeler-sweep-interval", 10*time.Minute, "How often the coordinator's labeler lists every object of the ring's kinds to correct wrong slot labels (missing ones it labels at once, from a watch). Each sweep lists every LargeData, which with the API server's watch cache off for them is a scan of etcd that grows with the objects (at 300,000 a sweep took 9 minutes); set it to hours there.")
 	fs.DurationVar(&c.cacheCompactAfter, "cache-compact-after", shardcache.DefaultCompactAfter, "How long the cache keeps the objects of slots this replica gave away before it lists the slots it kept afresh; each such list scans every LargeData in etcd when the API server's watch cache is off for them, so set it long (30m) there.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "Folder with the webhook's tls.crt and tls.key. Default: controller-runtime's default folder.")
@@ -123,6 +125,9 @@ func (c config) validate() error {
 	}
 	if c.streamPoll <= 0 || c.streamStat <= 0 {
 		errs = append(errs, errors.New("--stream-poll-interval and --stream-status-interval must be positive"))
+	}
+	if c.labelerSweep <= 0 {
+		errs = append(errs, errors.New("--labeler-sweep-interval must be positive"))
 	}
 	if c.concurrency < 1 || c.workers < 1 {
 		errs = append(errs, errors.New("--max-concurrent-reconciles and --workers must be at least 1"))
@@ -172,7 +177,7 @@ func run() error {
 		// the shutdown's length.
 		ring, err = sharding.Setup(ctx, restCfg, &opts, sharding.Options{
 			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
-			CacheCompactAfter: cfg.cacheCompactAfter,
+			CacheCompactAfter: cfg.cacheCompactAfter, LabelerSweepInterval: cfg.labelerSweep,
 			// The webhook already patches every created LargeData (its slot
 			// label); the finalizer rides along instead of costing each
 			// object a write of its own.
