@@ -157,9 +157,9 @@ func Add(mgr manager.Manager, opts Options) error {
 // NeedLeaderElection makes the labeler run on the leader only.
 func (l *Labeler) NeedLeaderElection() bool { return true }
 
-// Start reads the ring, watches the objects of its kinds that have no slot
-// label and labels them, and sweeps all objects of its kinds every
-// SweepInterval, until ctx is done. It fails when the ring cannot be read or
+// Start reads the ring, watches the objects of its kinds whose slot label is
+// missing or names no slot and labels them, and sweeps all objects of its
+// kinds every SweepInterval, until ctx is done. It fails when the ring cannot be read or
 // names a resource the API server does not serve. The kinds are read once:
 // a change of the ring's resources takes effect at the next start.
 func (l *Labeler) Start(ctx context.Context) error {
@@ -178,7 +178,7 @@ func (l *Labeler) Start(ctx context.Context) error {
 	// API server selects them by uid. Only their children are labelled.
 	gvks := kinds.Labelled()
 
-	c, err := l.newCache(gvks)
+	c, err := l.newCache(gvks, kinds.Slots())
 	if err != nil {
 		return fmt.Errorf("labeler: creating its cache: %w", err)
 	}
@@ -260,12 +260,20 @@ func (l *Labeler) Start(ctx context.Context) error {
 	return err
 }
 
-// newCache returns a cache that holds only the objects of gvks that have no
-// slot label, each reduced to the metadata a slot depends on. Normally that is
-// nothing for sharded kinds; for child kinds it is also every object that is
-// no child (most ConfigMaps), at about a hundred bytes each.
-func (l *Labeler) newCache(gvks []schema.GroupVersionKind) (cache.Cache, error) {
-	unlabelled, err := labels.NewRequirement(shardingv1alpha1.LabelSlot, selection.DoesNotExist, nil)
+// newCache returns a cache that holds only the objects of gvks whose slot
+// label is missing or names no slot of the ring's (such as abc or 99999),
+// each reduced to the metadata a slot depends on. Normally that is nothing
+// for sharded kinds; for child kinds it is also every object that is no
+// child (most ConfigMaps), at about a hundred bytes each. The selector
+// "slot notin (0, ..., slots-1)" matches both: a missing label and a value
+// outside the set. So the watch repairs such labels at once; a label naming
+// the wrong slot of the ring is the sweep's to find.
+func (l *Labeler) newCache(gvks []schema.GroupVersionKind, slots int) (cache.Cache, error) {
+	valid := make([]string, slots)
+	for s := range slots {
+		valid[s] = slotlabel.Value(s)
+	}
+	unlabelled, err := labels.NewRequirement(shardingv1alpha1.LabelSlot, selection.NotIn, valid)
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ type Request struct {
 	types.NamespacedName
 }
 
-// Reconciler labels one object that has no slot label.
+// Reconciler labels one object whose slot label is missing or names no slot.
 type Reconciler struct {
 	// Reader reads the labeler's own cache, which holds only objects without
 	// the slot label: an object missing from it is labelled or deleted.

@@ -138,19 +138,39 @@ func TestLabeler(t *testing.T) {
 		t.Logf("labelled %s in %v", ld.Name, took.Round(time.Millisecond))
 	})
 
-	t.Run("wrong label is corrected by the sweep", func(t *testing.T) {
-		// The watch sees only objects without the label; a wrong one is the
-		// sweep's to find.
+	t.Run("a label that names no slot is corrected at once", func(t *testing.T) {
+		// The watch selects "slot notin (0..P-1)": a missing label and one
+		// that is no slot of the ring alike. No sweep is due meanwhile.
+		for i, bad := range []string{"abc", "7777"} {
+			name := labelingName(2 + i)
+			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, shardingv1alpha1.LabelSlot, bad)
+			ld := &datav1alpha1.LargeData{ObjectMeta: metav1.ObjectMeta{Namespace: labelingNamespace, Name: name}}
+			if err := c.Patch(ctx, ld, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+				t.Fatal(err)
+			}
+			took := testenv.Eventually(t, 10*time.Second, "the watch corrects the label", func() (bool, string) {
+				got, want := labelingLabel(t, c, labelingLargeDataGVK, name), labelingSlot(name)
+				return got == want, fmt.Sprintf("slot label %q, want %q", got, want)
+			})
+			t.Logf("corrected %q in %v, without a sweep", bad, took.Round(time.Millisecond))
+		}
+	})
+
+	t.Run("a label that names the wrong slot is corrected by the sweep", func(t *testing.T) {
+		// A slot of the ring, but not this object's: the watch does not
+		// select it, the sweep finds it.
 		name := labelingName(1)
-		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"7777"}}}`, shardingv1alpha1.LabelSlot)
+		right := ring.Slot(labelingNamespace, name, ring.DefaultSlots)
+		wrong := slotlabel.Value((right + 1) % ring.DefaultSlots)
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, shardingv1alpha1.LabelSlot, wrong)
 		ld := &datav1alpha1.LargeData{ObjectMeta: metav1.ObjectMeta{Namespace: labelingNamespace, Name: name}}
 		if err := c.Patch(ctx, ld, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 			t.Fatal(err)
 		}
 		// Nothing corrects it before the next sweep is due.
 		time.Sleep(2 * time.Second)
-		if got := labelingLabel(t, c, labelingLargeDataGVK, name); got != "7777" {
-			t.Fatalf("slot label %q before the sweep was due, want the wrong 7777 still", got)
+		if got := labelingLabel(t, c, labelingLargeDataGVK, name); got != wrong {
+			t.Fatalf("slot label %q before the sweep was due, want the wrong %s still", got, wrong)
 		}
 		testenv.Eventually(t, 10*time.Second, "the sweeper waits for its next sweep", func() (bool, string) {
 			return clk.HasWaiters(), ""
@@ -193,8 +213,8 @@ func TestLabeler(t *testing.T) {
 	if want := float64(labelingObjects + 2); missing < want {
 		t.Errorf("labels_total{reason=missing} = %v, want at least %v", missing, want)
 	}
-	if wrong < 2 {
-		t.Errorf("labels_total{reason=wrong} = %v, want at least 2", wrong)
+	if wrong < 4 {
+		t.Errorf("labels_total{reason=wrong} = %v, want at least 4", wrong)
 	}
 }
 
