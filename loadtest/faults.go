@@ -707,13 +707,14 @@ func (f *faulter) checkJournals(ctx context.Context, dir string, faults []report
 		return nil, err
 	}
 	want := map[string]int64{}
-	err = listLargeData(ctx, f.c, f.names.Prefix, func(items []metav1.PartialObjectMetadata) {
+	err = workload.ListMetadata(ctx, f.c, f.names.Prefix, "", func(items []metav1.PartialObjectMetadata) error {
 		for _, m := range items {
 			want[m.Namespace+"/"+m.Name] = m.Generation
 		}
+		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing the run's LargeData: %w", err)
 	}
 	k := 0
 	for i := range faults {
@@ -767,23 +768,6 @@ func startedWhilePaused(entries []journal.Entry, p pause) int {
 		}
 	}
 	return n
-}
-
-// listLargeData pages through the run's LargeData, metadata only.
-func listLargeData(ctx context.Context, c client.Client, run string, page func([]metav1.PartialObjectMetadata)) error {
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(datav1alpha1.GroupVersion.WithKind("LargeDataList"))
-	opts := []client.ListOption{client.MatchingLabels{workload.LabelRun: run}, client.Limit(5000)}
-	for {
-		if err := c.List(ctx, list, opts...); err != nil {
-			return fmt.Errorf("listing the run's LargeData: %w", err)
-		}
-		page(list.Items)
-		if list.Continue == "" {
-			return nil
-		}
-		opts = append(opts[:2], client.Continue(list.Continue))
-	}
 }
 
 func parseMetrics(body []byte) (map[string]*dto.MetricFamily, error) {

@@ -48,7 +48,7 @@ func Cleanup(ctx context.Context, c client.Client, opts CleanupOptions) (Result,
 	var errs errorCount
 	total := 0
 	var bar *progress.Bar
-	err := listMetadata(ctx, c, opts.Run, "", func(items []metav1.PartialObjectMetadata) error {
+	err := ListMetadata(ctx, c, opts.Run, "", func(items []metav1.PartialObjectMetadata) error {
 		if bar == nil {
 			// The first page says how many remain after it.
 			total = max(len(items), remaining(ctx, c, opts.Run))
@@ -104,7 +104,7 @@ func Cleanup(ctx context.Context, c client.Client, opts CleanupOptions) (Result,
 // selector leaves remainingItemCount unset).
 func remaining(ctx context.Context, c client.Client, run string) int {
 	n := 0
-	_ = listMetadata(ctx, c, run, "", func(items []metav1.PartialObjectMetadata) error {
+	_ = ListMetadata(ctx, c, run, "", func(items []metav1.PartialObjectMetadata) error {
 		n += len(items)
 		return nil
 	})

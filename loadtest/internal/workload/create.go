@@ -225,7 +225,7 @@ func ensureNamespace(ctx context.Context, c client.Client, name, run string) err
 // objects exist.
 func existingObjects(ctx context.Context, c client.Client, names Names, n int) ([]bool, error) {
 	existing := make([]bool, n)
-	err := listMetadata(ctx, c, names.Prefix, "", func(items []metav1.PartialObjectMetadata) error {
+	err := ListMetadata(ctx, c, names.Prefix, "", func(items []metav1.PartialObjectMetadata) error {
 		for _, o := range items {
 			if i, ok := names.Index(o.Namespace, o.Name); ok && i < n {
 				existing[i] = true
@@ -244,9 +244,9 @@ var largeDataList = datav1alpha1.GroupVersion.WithKind("LargeDataList")
 // pageSize is the limit of every list the harness makes.
 const pageSize = 2000
 
-// listMetadata lists the run's LargeData metadata (in namespace, or all
+// ListMetadata lists the run's LargeData metadata (in namespace, or all
 // namespaces when it is empty) page by page.
-func listMetadata(ctx context.Context, c client.Client, run, namespace string, page func([]metav1.PartialObjectMetadata) error) error {
+func ListMetadata(ctx context.Context, c client.Client, run, namespace string, page func([]metav1.PartialObjectMetadata) error) error {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(largeDataList)
 	opts := []client.ListOption{client.MatchingLabels{LabelRun: run}, client.Limit(pageSize)}
