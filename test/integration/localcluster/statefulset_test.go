@@ -325,12 +325,30 @@ func waitReadyReplicas(ctx context.Context, t *testing.T, cs kubernetes.Interfac
 }
 
 // waitNewProcess waits until a recreated pod has a process other than
-// oldPID and is Ready.
+// oldPID and the pod's status reports that process Ready. The status must
+// name the process: a pod adopted by a new runner still shows its old
+// process's Ready=True until the runner's first status write.
 func waitNewProcess(ctx context.Context, t *testing.T, cs kubernetes.Interface, runner *podrunner.Runner, pod string, oldPID int) {
 	t.Helper()
+	var pid int
 	eventually(ctx, t, timeout, fmt.Sprintf("Recreated pod %s has a new process", pod), func(context.Context) error {
-		if pid, ok := runner.PID(pod); !ok || pid == oldPID {
+		var ok bool
+		if pid, ok = runner.PID(pod); !ok || pid == oldPID {
 			return fmt.Errorf("pid %d (running %t)", pid, ok)
+		}
+		return nil
+	})
+	want := fmt.Sprintf("podrunner://%d", pid)
+	eventually(ctx, t, timeout, fmt.Sprintf("Pod %s reports process %d Ready", pod, pid), func(ctx context.Context) error {
+		p, err := cs.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(p.Status.ContainerStatuses) == 0 {
+			return fmt.Errorf("no container status")
+		}
+		if st := p.Status.ContainerStatuses[0]; st.ContainerID != want || !st.Ready {
+			return fmt.Errorf("container %s, ready %t", st.ContainerID, st.Ready)
 		}
 		return nil
 	})
