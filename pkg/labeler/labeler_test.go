@@ -174,7 +174,7 @@ func TestLabelIsConditionalOnTheJudgedVersion(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"team":"b"}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	labelled, err := r.label(t.Context(), stale)
+	labelled, err := r.Relabel(t.Context(), stale)
 	if labelled || err != nil {
 		t.Errorf("label of a stale copy = (%v, %v), want (false, nil)", labelled, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -54,13 +55,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, req Request) (reconcile.Resu
 		}
 		return reconcile.Result{}, fmt.Errorf("reading %s %s from the labeler's cache: %w", req.GVK.Kind, req.NamespacedName, err)
 	}
-	_, err := r.label(ctx, obj)
+	_, err := r.Relabel(ctx, obj)
 	return reconcile.Result{}, err
 }
 
-// label sets obj's slot label when obj has a slot and the label is missing or
-// wrong, and reports whether it wrote it. obj must carry its kind.
-func (r *Reconciler) label(ctx context.Context, obj *metav1.PartialObjectMetadata) (bool, error) {
+// NewReconciler returns a Reconciler of ring that writes labels with c and
+// counts them in reg's kubeshard_labeler_labels_total. Its Reader is left
+// empty: set it before calling Reconcile, or call only Relabel, as a member
+// does that finds an object in its cache under a slot it does not hash to.
+func NewReconciler(c client.Client, kinds *slotlabel.Kinds, ring string, reg prometheus.Registerer) (*Reconciler, error) {
+	m, err := newMetrics(reg, ring)
+	if err != nil {
+		return nil, err
+	}
+	return &Reconciler{Client: c, Kinds: kinds, Ring: ring, metrics: m}, nil
+}
+
+// Relabel sets obj's slot label when obj has a slot and the label is missing
+// or wrong, and reports whether it wrote it. obj must carry its kind, uid and
+// resourceVersion: the patch is conditional on them, and a conflict or a
+// deleted object is not an error (nothing is written; the newer version is
+// judged when it is seen).
+func (r *Reconciler) Relabel(ctx context.Context, obj *metav1.PartialObjectMetadata) (bool, error) {
 	gk := obj.GroupVersionKind().GroupKind()
 	slot, ok := r.Kinds.SlotOf(obj, gk)
 	if !ok {

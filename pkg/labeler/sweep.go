@@ -157,7 +157,7 @@ func (s *Sweeper) sweepKind(ctx context.Context, gvk schema.GroupVersionKind) (S
 			if !s.needsLabel(ctx, obj) {
 				continue
 			}
-			labelled, err := s.Reconciler.label(ctx, obj)
+			labelled, err := s.Reconciler.Relabel(ctx, obj)
 			if err != nil {
 				errs = append(errs, err)
 				continue

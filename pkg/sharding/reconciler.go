@@ -27,7 +27,11 @@ var ErrLeaseLapsed = serving.ErrLeaseLapsed
 //     serving.Agent.Guard), so that after a pause its next request fails.
 //
 // In selectorMode Labels the slot is computed from the request's namespace and
-// name, which is right for the kind the controller is For. In selectorMode
+// name, which is right for the kind the controller is For. An object whose
+// slot label names another slot than its own (edited by hand) is in the cache
+// of the member serving the label's slot only; when the ring has one sharded
+// kind, that member relabels it here, so that its owner gets it (with several,
+// the labeler's sweep does that). In selectorMode
 // ShardSelector it is the slot of the object's uid, which the request lacks:
 // the object is read from the manager's cache, which holds only the served
 // slots' objects, so a request for an object that is not there (another
@@ -50,11 +54,24 @@ func (r *Ring) Reconciler(inner reconcile.Reconciler) reconcile.Reconciler {
 				return reconcile.Result{RequeueAfter: retryAfter}, nil
 			}
 			logf.FromContext(ctx).V(1).Info("Dropping a request of a slot this member does not serve", "slot", slot)
+			if r.relabel != nil {
+				// Its label may name one of this member's slots: then it
+				// is in this member's cache only, and nobody reconciles it.
+				return reconcile.Result{}, r.relabel.repair(ctx, req, slot)
+			}
 			return reconcile.Result{}, nil
 		}
 		defer leave()
 		ctx, cancel := r.agent.Guard(ctx)
 		defer cancel()
+		if r.relabel != nil {
+			// Both the object's slot and the one its label names are this
+			// member's: once its slot moves, only a right label takes the
+			// object along.
+			if err := r.relabel.repair(ctx, req, slot); err != nil {
+				logf.FromContext(ctx).Error(err, "Failed to check the slot label, reconciling anyway")
+			}
+		}
 		return inner.Reconcile(ctx, req)
 	})
 }

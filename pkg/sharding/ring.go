@@ -41,6 +41,9 @@ type Ring struct {
 	slots int
 	agent *serving.Agent
 	uid   *uidSlots // selectorMode ShardSelector; nil in selectorMode Labels
+	// relabel repairs wrong slot labels of the sharded kind in selectorMode
+	// Labels; nil with several sharded kinds or in selectorMode ShardSelector.
+	relabel *memberRelabel
 }
 
 // New makes the manager's replica a member of the ring: it holds the
@@ -76,9 +79,15 @@ func (r *Ring) attach(mgr ctrl.Manager) error {
 		slots = ring.DefaultSlots
 	}
 	var uid *uidSlots
+	var relabel *memberRelabel
 	if sr.Spec.SelectorMode == shardingv1alpha1.SelectorModeShardSelector {
 		var err error
 		if uid, err = newUIDSlots(mgr, sr, slots); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if relabel, err = newMemberRelabel(mgr, sr, opts.Registerer); err != nil {
 			return err
 		}
 	}
@@ -158,7 +167,7 @@ func (r *Ring) attach(mgr ctrl.Manager) error {
 			return err
 		}
 	}
-	r.slots, r.agent, r.uid = slots, agent, uid
+	r.slots, r.agent, r.uid, r.relabel = slots, agent, uid, relabel
 	return nil
 }
 

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/pkg/coordinator"
 	"github.com/kubeshard/kubeshard/pkg/membership"
@@ -22,7 +25,8 @@ import (
 )
 
 // TestGarbageWhereKubeshardReads writes, by hand, what a careless admin or a
-// compromised client could write where two members read: a member's Lease
+// compromised client could write where two members read: slot labels that
+// name another slot than the object's, a member's Lease
 // with annotations that do not parse, a Lease that pretends to be a member's,
 // and a ShardRing status that gives a slot to both members. Objects created
 // meanwhile must all be reconciled, by one member at a time (the journals),
@@ -36,7 +40,7 @@ func TestGarbageWhereKubeshardReads(t *testing.T) {
 	members := []string{"op-0", "op-1"}
 	replicas := map[string]*replica{}
 	for _, name := range members {
-		replicas[name] = startReplica(t, ns, name, journalFlag(journals, name))
+		replicas[name] = startReplica(t, ns, name, journalFlag(journals, name), "--labeler-sweep-interval=1h")
 	}
 	waitFor(t, 60*time.Second, "two replicas share the ring", func() (bool, string) {
 		return settled(ctx, c, ns, members...)
@@ -56,6 +60,97 @@ func TestGarbageWhereKubeshardReads(t *testing.T) {
 			return namesReconciled(ctx, c, ns, names)
 		})
 	}
+
+	// A slot label that names a valid slot but not the object's own puts the
+	// object in the cache of the member serving the label's slot, and in no
+	// other. The members run with a sweep interval of an hour, so the
+	// labeler's sweep cannot be what repairs it: the member that holds the
+	// object must, at once.
+	t.Run("slot labels set by hand to another slot", func(t *testing.T) {
+		if byUID() {
+			t.Skip("selectorMode ShardSelector: datasets carry no slot label")
+		}
+		sr, err := getRing(ctx, c, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := map[int]string{}
+		for _, m := range sr.Status.Members {
+			slots, err := ring.ParseRanges(m.Slots, ring.DefaultSlots)
+			if err != nil {
+				t.Fatalf("member %s serves %q: %v", m.Name, m.Slots, err)
+			}
+			for _, s := range slots {
+				owner[s] = m.Name
+			}
+		}
+		// wrongSlot returns a slot other than name's own, served by another
+		// member than name's slot when other is true, by the same otherwise.
+		wrongSlot := func(name string, other bool) int {
+			right := ring.Slot(ns, name, ring.DefaultSlots)
+			for s := range ring.DefaultSlots {
+				if s != right && owner[s] != "" && (owner[s] != owner[right]) == other {
+					return s
+				}
+			}
+			t.Fatalf("no slot for %s (other member: %t) in %v", name, other, sr.Status.Members)
+			return -1
+		}
+		names := make([]string, 10)
+		for i := range names {
+			names[i] = fmt.Sprintf("wrong-label-%02d", i)
+			ld := newDataset(ns, names[i], int64(i))
+			ld.Labels = map[string]string{shardingv1alpha1.LabelSlot: strconv.Itoa(wrongSlot(names[i], i%2 == 0))}
+			if err := c.Create(ctx, ld); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Reconciled datasets edited by hand to another member's slot.
+		edited := []string{"ds-0000", "ds-0001", "ds-0002", "ds-0003"}
+		for _, name := range edited {
+			ld := &datav1alpha1.LargeData{}
+			if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, ld); err != nil {
+				t.Fatal(err)
+			}
+			orig := ld.DeepCopy()
+			ld.Labels[shardingv1alpha1.LabelSlot] = strconv.Itoa(wrongSlot(name, true))
+			if err := c.Patch(ctx, ld, client.MergeFrom(orig)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all := append(slices.Clone(names), edited...)
+		waitFor(t, 10*time.Second, "every wrong slot label is repaired", func() (bool, string) {
+			var wrong []string
+			for _, name := range all {
+				ld := &datav1alpha1.LargeData{}
+				if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, ld); err != nil {
+					return false, err.Error()
+				}
+				if have, want := ld.Labels[shardingv1alpha1.LabelSlot], strconv.Itoa(ring.Slot(ns, name, ring.DefaultSlots)); have != want {
+					wrong = append(wrong, fmt.Sprintf("%s: %s, want %s", name, have, want))
+				}
+			}
+			return len(wrong) == 0, fmt.Sprintf("wrong: %v", wrong)
+		})
+		waitFor(t, 60*time.Second, "datasets created with a wrong slot label are reconciled", func() (bool, string) {
+			return namesReconciled(ctx, c, ns, names)
+		})
+		// Their owners have them again: a change is reconciled.
+		for _, name := range all {
+			ld := &datav1alpha1.LargeData{}
+			if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, ld); err != nil {
+				t.Fatal(err)
+			}
+			orig := ld.DeepCopy()
+			ld.Spec.Items++
+			if err := c.Patch(ctx, ld, client.MergeFrom(orig)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "the relabelled datasets' changes are reconciled", func() (bool, string) {
+			return namesReconciled(ctx, c, ns, all)
+		})
+	})
 
 	t.Run("a member's Lease with annotations that do not parse", func(t *testing.T) {
 		for _, garbage := range []map[string]string{
