@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -167,13 +168,17 @@ func (g *guide) startMember(name string) {
 }
 
 // settled reports whether the ring is Ready with n members and nothing moving.
+// The Ready condition matters: while a rebalance waits for membership to be
+// quiet, a member that just joined is ready with no slot and nothing moves
+// yet, but the ring is not Ready.
 func (g *guide) settled(n int) (bool, string) {
 	sr := &shardingv1alpha1.ShardRing{}
 	if err := g.c.Get(g.t.Context(), client.ObjectKey{Namespace: g.ns, Name: "widgets"}, sr); err != nil {
 		return false, err.Error()
 	}
-	why := fmt.Sprintf("%d members, %d ready, %d moving, %d unowned", sr.Status.MemberCount, sr.Status.ReadyMembers, sr.Status.MovingSlots, sr.Status.UnownedSlots)
-	return int(sr.Status.ReadyMembers) == n && int(sr.Status.MemberCount) == n && sr.Status.MovingSlots == 0 && sr.Status.UnownedSlots == 0, why
+	ready := meta.IsStatusConditionTrue(sr.Status.Conditions, shardingv1alpha1.ConditionReady)
+	why := fmt.Sprintf("Ready %t, %d members, %d ready, %d moving, %d unowned", ready, sr.Status.MemberCount, sr.Status.ReadyMembers, sr.Status.MovingSlots, sr.Status.UnownedSlots)
+	return ready && int(sr.Status.ReadyMembers) == n && int(sr.Status.MemberCount) == n && sr.Status.MovingSlots == 0 && sr.Status.UnownedSlots == 0, why
 }
 
 // TestTheGuidesOperator builds the operator of docs/implement-sharding.md

@@ -345,7 +345,10 @@ func labelingLabel(t *testing.T, c client.Client, gvk schema.GroupVersionKind, n
 
 func labelingWantLabel(t *testing.T, c client.Client, gvk schema.GroupVersionKind, name, want string) {
 	t.Helper()
-	if got := labelingLabel(t, c, gvk, name); got != want {
-		t.Errorf("%s %s: slot label %q, want %q", gvk.Kind, name, got, want)
-	}
+	// The labeler works through its queue in no particular order: the wait
+	// for every LargeData to have a label says nothing of this object.
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("%s %s has slot label %q", gvk.Kind, name, want), func() (bool, string) {
+		got := labelingLabel(t, c, gvk, name)
+		return got == want, fmt.Sprintf("label %q", got)
+	})
 }

@@ -303,10 +303,10 @@ func (op *operator) testLifecycle(t *testing.T) {
 			Labels: map[string]string{shardingv1alpha1.LabelSlot: slot}},
 		Spec: datav1alpha1.LargeDataSpec{Items: 2500, Seed: 42, BatchSize: 500, PublishSummary: true},
 	}
+	processed0 := op.processedTotal(t)
 	if err := op.c.Create(t.Context(), ld); err != nil {
 		t.Fatal(err)
 	}
-	processed0 := op.processedTotal(t)
 
 	ld = op.waitReady(t, "lifecycle")
 	if ld.Status.TotalItems != 2500 || ld.Status.ProcessedCount != 2500 || ld.Status.FailedItems != 0 ||

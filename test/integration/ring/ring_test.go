@@ -72,6 +72,7 @@ type member struct {
 	ring    *sharding.Ring
 	cancel  context.CancelFunc
 	done    chan error
+	run     func() // starts the manager; start calls it, prepare leaves it to the caller
 }
 
 func (m *member) elected() bool {
@@ -120,7 +121,8 @@ func newCluster(t *testing.T, ns string, slots int32) *cluster {
 	return c
 }
 
-func (c *cluster) start(name string) *member {
+// prepare builds a member without starting its manager: call its run.
+func (c *cluster) prepare(name string) *member {
 	c.t.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.WrapTransport = c.writes.wrap
@@ -152,10 +154,18 @@ func (c *cluster) start(name string) *member {
 		c.t.Fatal(err)
 	}
 	m := &member{name: name, metrics: reg, mgr: mgr, ring: r, cancel: cancel, done: make(chan error, 1)}
-	go func() { m.done <- mgr.Start(ctx) }()
+	m.run = func() { go func() { m.done <- mgr.Start(ctx) }() }
 	c.mu.Lock()
 	c.members[name] = m
 	c.mu.Unlock()
+	return m
+}
+
+// start builds and starts a new member.
+func (c *cluster) start(name string) *member {
+	c.t.Helper()
+	m := c.prepare(name)
+	m.run()
 	return m
 }
 
@@ -584,10 +594,16 @@ func TestAScaleUpFrom3To10IsOneOrTwoRebalances(t *testing.T) {
 	}
 	before := c.rebalances()
 
+	// The managers are built first, so that on a slow machine building
+	// them does not spread the joins beyond the quiet period.
+	var joining []*member
 	for i := 3; i < 10; i++ {
 		name := fmt.Sprintf("op-%d", i)
 		names = append(names, name)
-		c.start(name)
+		joining = append(joining, c.prepare(name))
+	}
+	for _, m := range joining {
+		m.run()
 		time.Sleep(100 * time.Millisecond) // pods of one scale-up start a little apart
 	}
 	slices.Sort(names)

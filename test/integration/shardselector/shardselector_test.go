@@ -298,6 +298,12 @@ func (r *ringRun) waitSettled() {
 			if want, got := table.Servable(m.name), m.ring.Agent().Gate().Served(); !slices.Equal(want, got) {
 				return false, fmt.Sprintf("%s serves %v, owns %v", m.name, got, want)
 			}
+			// No slot group still watches slots the member gave away.
+			for _, g := range m.mgr.GetCache().(*shardcache.Cache).Groups() {
+				if !g.Synced || !slices.Equal(g.Served, g.Slots) {
+					return false, fmt.Sprintf("%s has a group of slots %v serving %v (synced %t)", m.name, g.Slots, g.Served, g.Synced)
+				}
+			}
 		}
 		return true, ""
 	})
@@ -336,9 +342,11 @@ func (r *ringRun) start(name string) *member {
 			ShardSelectorObjects: []client.Object{&datav1alpha1.LargeData{}},
 			ShardedObjects:       []client.Object{&corev1.ConfigMap{}},
 			Slots:                slots,
-			// A compaction would list the slots again and blur the count
-			// of what the server sends.
-			CompactAfter: time.Hour,
+			// A member that served every slot before the other joined
+			// keeps watching them all until it compacts; waitSettled
+			// waits for that, so that the count of what the server sends
+			// afterwards is the member's share.
+			CompactAfter: time.Second,
 		}),
 		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
