@@ -363,7 +363,16 @@ func TestAPIServerRestart(t *testing.T) {
 		}
 		return true, ""
 	})
+	// The ring's status survives the restart in etcd: it counts once the
+	// coordinator has renewed its own Lease on the new API server too.
 	ready := waitFor(t, 60*time.Second, "the ring is Ready again", func() (bool, string) {
+		l := &coordinationv1.Lease{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: ringName + "-coordinator"}, l); err != nil {
+			return false, err.Error()
+		}
+		if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(back.Truncate(time.Microsecond)) {
+			return false, "the coordinator has not renewed its Lease yet"
+		}
 		return settled(ctx, c, ns, pods...)
 	})
 	restarted := 0
