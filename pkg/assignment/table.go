@@ -57,6 +57,18 @@ func (t *Table) Servable(member string) []int {
 	return slots
 }
 
+// Incoming returns the number of slots on their way to member: those of a
+// pending handover to it.
+func (t *Table) Incoming(member string) int {
+	n := 0
+	for _, to := range t.MoveTo {
+		if to == member {
+			n++
+		}
+	}
+	return n
+}
+
 // Moving returns the number of slots with a pending handover.
 func (t *Table) Moving() int {
 	n := 0

@@ -54,6 +54,9 @@ type Agent struct {
 	// OnLose has not taken down. A failed OnGain leaves its slots open on
 	// the gate but not prepared, so that the next follow tries again.
 	prepared []int
+	// gainHeld is when OnGain was first held back for slots still on their
+	// way (Options.GainWindow); zero when it is not.
+	gainHeld time.Time
 	leaving  bool
 }
 
@@ -260,12 +263,14 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 		return reconcile.Result{}, nil
 	}
 	a.seenEpoch = table.Epoch
-	return reconcile.Result{}, a.follow(ctx, table)
+	hold, err := a.follow(ctx, table)
+	return reconcile.Result{RequeueAfter: hold}, err
 }
 
 // follow applies one assignment: close and drain what is lost, publish, open
-// what is gained.
-func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
+// what is gained. It returns how long OnGain is held back, if it is, for
+// slots still on their way.
+func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Duration, error) {
 	log := logf.FromContext(ctx).WithValues("ring", a.opts.Ring.Name, "member", a.opts.Member, "epoch", table.Epoch)
 	want := table.Servable(a.opts.Member)
 	served := a.gate.Served()
@@ -280,7 +285,7 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
 		start := a.opts.Clock.Now()
 		a.gate.Close(lose)
 		if err := a.gate.Drain(ctx, lose); err != nil {
-			return err
+			return 0, err
 		}
 		if a.opts.OnLose != nil {
 			a.opts.OnLose(lose)
@@ -293,7 +298,7 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
 	if !slices.Equal(want, a.published) || table.Epoch > a.pubEpoch {
 		a.member.SetServing(want, table.Epoch)
 		if err := a.member.PublishServing(ctx); err != nil {
-			return fmt.Errorf("publishing the served slots: %w", err)
+			return 0, fmt.Errorf("publishing the served slots: %w", err)
 		}
 		a.published, a.pubEpoch = want, table.Epoch
 	}
@@ -307,13 +312,39 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) error {
 	// it succeeds their objects are not delivered, and nothing but this
 	// retry would ever deliver them.
 	if unprepared := difference(want, a.prepared); len(unprepared) > 0 && a.opts.OnGain != nil {
+		if hold := a.holdGain(table); hold > 0 {
+			log.V(1).Info("Holding back the cache of gained slots until the rest arrive", "slots", len(unprepared),
+				"incoming", table.Incoming(a.opts.Member), "atMost", hold)
+			return hold, nil
+		}
 		if err := a.opts.OnGain(ctx, unprepared); err != nil {
-			return fmt.Errorf("starting to serve %d slots: %w", len(unprepared), err)
+			return 0, fmt.Errorf("starting to serve %d slots: %w", len(unprepared), err)
 		}
 		a.prepared = union(a.prepared, unprepared)
 	}
 	a.metrics.setServed(a.opts.Ring.Name, len(want))
-	return nil
+	return 0, nil
+}
+
+// holdGain says how much longer OnGain waits for the slots still on their
+// way to this member, counted from the first time it held back within
+// Options.GainWindow; 0 or less: call it now.
+func (a *Agent) holdGain(table *assignment.Table) time.Duration {
+	if a.opts.GainWindow < 0 || table.Incoming(a.opts.Member) == 0 {
+		a.gainHeld = time.Time{}
+		return 0
+	}
+	now := a.opts.Clock.Now()
+	if a.gainHeld.IsZero() {
+		a.gainHeld = now
+	}
+	hold := a.opts.GainWindow - now.Sub(a.gainHeld)
+	if hold <= 0 {
+		// The window is spent: set up what is here; what arrives later
+		// gets a window of its own.
+		a.gainHeld = time.Time{}
+	}
+	return hold
 }
 
 // union returns the sorted slots in a or b (both sorted).

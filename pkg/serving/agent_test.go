@@ -160,3 +160,121 @@ func TestFollowRetriesAFailedGain(t *testing.T) {
 		t.Fatalf("OnGain calls %v, want [[0 1] [0 1]]: the failed slots retried once, then nothing", calls)
 	}
 }
+
+// A rebalance gives a joining member its slots in several epochs, one per
+// member that hands some over. Each OnGain is a list of the kind by the cache,
+// which without the API server's watch cache reads every object of the kind:
+// the member must set up the slots of one rebalance in one call, not one per
+// epoch, yet not wait without bound for a handover that does not come.
+func TestFollowGathersTheSlotsOfOneRebalance(t *testing.T) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(coordinationv1.AddToScheme(scheme))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
+	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
+	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	// setStatus records an epoch: members m-1 and m-2 own what owned says,
+	// m-0 the rest of owned's slots under "m-0", and moves are pending.
+	setStatus := func(epoch int64, owned map[string]string, moves ...shardingv1alpha1.SlotMove) {
+		t.Helper()
+		cur := &shardingv1alpha1.ShardRing{}
+		if err := c.Get(t.Context(), key, cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves}
+		for _, m := range []string{"m-0", "m-1", "m-2"} {
+			if owned[m] != "" {
+				cur.Status.Members = append(cur.Status.Members, shardingv1alpha1.MemberStatus{Name: m, State: shardingv1alpha1.MemberReady, Slots: owned[m]})
+			}
+		}
+		if err := c.Status().Update(t.Context(), cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var calls []string
+	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	newAgent := func(window time.Duration) *Agent {
+		t.Helper()
+		calls = nil
+		a, err := NewAgent(c, c, Options{Ring: key, Member: "m-0", Slots: 6, LeaseDuration: 15 * time.Second, Clock: clock, GainWindow: window,
+			OnGain: func(_ context.Context, slots []int) error { calls = append(calls, fmt.Sprint(slots)); return nil }}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Member().PublishServing(t.Context()); err != nil {
+			t.Fatalf("acquiring the Lease: %v", err)
+		}
+		return a
+	}
+	follow := func(a *Agent) time.Duration {
+		t.Helper()
+		if err := a.Member().PublishServing(t.Context()); err != nil { // renews the Lease
+			t.Fatal(err)
+		}
+		res, err := a.Reconcile(t.Context(), reconcile.Request{NamespacedName: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.RequeueAfter
+	}
+	served := func(a *Agent, want string) {
+		t.Helper()
+		if got := fmt.Sprint(a.Gate().Served()); got != want {
+			t.Fatalf("served %s, want %s: holding back OnGain must not hold back the handover", got, want)
+		}
+	}
+	// The join of m-0: m-1 hands over 2-3 and m-2 hands over 4-5.
+	moving := func(epoch int64) []shardingv1alpha1.SlotMove {
+		return []shardingv1alpha1.SlotMove{{Slots: "2-3", Epoch: epoch, From: "m-1", To: "m-0"}, {Slots: "4-5", Epoch: epoch, From: "m-2", To: "m-0"}}
+	}
+
+	// One call for the whole rebalance.
+	{
+		setStatus(1, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(1)...)
+		a := newAgent(0)
+		if hold := follow(a); hold != DefaultGainWindow || len(calls) != 0 {
+			t.Fatalf("slots 0-1 with 2-5 on their way: OnGain calls %v, held back %s; want none, held back %s", calls, hold, DefaultGainWindow)
+		}
+		served(a, "[0 1]")
+		clock.Step(3 * time.Second)
+		setStatus(2, map[string]string{"m-0": "0-3", "m-2": "4-5"}, moving(1)[1])
+		if hold := follow(a); hold != DefaultGainWindow-3*time.Second || len(calls) != 0 {
+			t.Fatalf("2-3 arrived, 4-5 on their way: OnGain calls %v, held back %s; want none, the rest of the window", calls, hold)
+		}
+		served(a, "[0 1 2 3]")
+		setStatus(3, map[string]string{"m-0": "0-5"})
+		if hold := follow(a); hold != 0 || fmt.Sprint(calls) != "[[0 1 2 3 4 5]]" {
+			t.Fatalf("every slot arrived: OnGain calls %v, held back %s; want one call for 0-5", calls, hold)
+		}
+	}
+
+	// A handover that does not come within the window.
+	{
+		setStatus(4, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(4)...)
+		a := newAgent(0)
+		follow(a)
+		setStatus(5, map[string]string{"m-0": "0-3", "m-2": "4-5"}, moving(4)[1])
+		clock.Step(DefaultGainWindow / 2)
+		follow(a)
+		clock.Step(DefaultGainWindow / 2)
+		if hold := follow(a); hold != 0 || fmt.Sprint(calls) != "[[0 1 2 3]]" {
+			t.Fatalf("window spent with 4-5 still on their way: OnGain calls %v, held back %s; want 0-3 set up now", calls, hold)
+		}
+		setStatus(6, map[string]string{"m-0": "0-5"})
+		if hold := follow(a); hold != 0 || fmt.Sprint(calls) != "[[0 1 2 3] [4 5]]" {
+			t.Fatalf("4-5 arrived late: OnGain calls %v, held back %s; want them set up at once", calls, hold)
+		}
+	}
+
+	// No window.
+	{
+		setStatus(7, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(7)...)
+		a := newAgent(-1)
+		follow(a)
+		setStatus(8, map[string]string{"m-0": "0-5"})
+		follow(a)
+		if fmt.Sprint(calls) != "[[0 1] [2 3 4 5]]" {
+			t.Fatalf("GainWindow -1: OnGain calls %v; want one per batch", calls)
+		}
+	}
+}

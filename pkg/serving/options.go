@@ -15,6 +15,9 @@ import (
 // DefaultDrainTimeout is Options.DrainTimeout's default.
 const DefaultDrainTimeout = 30 * time.Second
 
+// DefaultGainWindow is Options.GainWindow's default.
+const DefaultGainWindow = 10 * time.Second
+
 // Options configure a member's Agent.
 type Options struct {
 	// Ring is the ShardRing the member belongs to. Required.
@@ -39,6 +42,16 @@ type Options struct {
 	// OnGain is called after the member starts serving slots, for instance to
 	// start watching them. An error is retried. Optional.
 	OnGain func(ctx context.Context, slots []int) error
+
+	// GainWindow is how long the member holds back OnGain while more slots
+	// are on their way to it (a rebalance hands a member its slots in a few
+	// epochs, one per member that gives some), so that OnGain sets up the
+	// slots of one rebalance in one call: a cache then lists them once. That
+	// matters where every list reads every object of the kind, as it does
+	// without the API server's watch cache. The slots are served meanwhile;
+	// their objects simply arrive later. Default 10s; negative calls OnGain
+	// at once for every batch.
+	GainWindow time.Duration
 
 	// OnLose is called after the member stopped serving slots and no
 	// reconcile of them runs any more, for instance to drop them from a cache.
@@ -65,6 +78,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.GainWindow == 0 {
+		o.GainWindow = DefaultGainWindow
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}

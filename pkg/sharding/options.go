@@ -59,6 +59,13 @@ type Options struct {
 	// per member. Default 30s.
 	CacheCompactAfter time.Duration
 
+	// GainWindow is how long a member that gains slots in a rebalance waits
+	// for the rest of them, while more are on their way to it, before its
+	// cache lists what it gained, so that it lists once
+	// (serving.Options.GainWindow). The slots are served meanwhile. Default
+	// 10s; negative lists every batch at once.
+	GainWindow time.Duration
+
 	// DrainTimeout bounds how long a leaving member waits for its reconciles.
 	// Default 30s; keep it below terminationGracePeriodSeconds.
 	DrainTimeout time.Duration

@@ -104,6 +104,7 @@ func (r *Ring) attach(mgr ctrl.Manager) error {
 		Slots:         slots,
 		LeaseDuration: time.Duration(sr.Spec.LeaseDurationSeconds) * time.Second,
 		DrainTimeout:  opts.DrainTimeout,
+		GainWindow:    opts.GainWindow,
 		Clock:         opts.Clock,
 	}
 	if sc, ok := mgr.GetCache().(SlotCache); ok {
