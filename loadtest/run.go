@@ -431,6 +431,14 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 				} else {
 					w.End = since()
 					step("Ring settled with %d members after %.1f s", s.replicas, w.End-w.Start)
+					if memberMetrics != nil {
+						if err := waitCachesSynced(ctx, c, key(sc.ring), memberMetrics, 10*time.Minute); err != nil {
+							scaleErr = err
+						} else {
+							w.Synced = since()
+							step("Every member serves its slots from a synced cache after %.1f s", w.Synced-w.Start)
+						}
+					}
 				}
 				mu.Lock()
 				in.Rebalances = append(in.Rebalances, w)

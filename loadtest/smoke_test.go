@@ -61,8 +61,9 @@ func TestSmoke(t *testing.T) {
 	if r.Churn == nil || r.Churn.Done == 0 || r.UpdateLatency.Count == 0 {
 		t.Errorf("churn %+v, update latencies %d: want spec changes, reconciled and measured", r.Churn, r.UpdateLatency.Count)
 	}
-	if len(r.Rebalances) != 1 || r.Rebalances[0].From != 2 || r.Rebalances[0].To != 3 || r.Rebalances[0].Seconds < 0 {
-		t.Errorf("rebalances %+v: want one 2 -> 3 that settled", r.Rebalances)
+	if len(r.Rebalances) != 1 || r.Rebalances[0].From != 2 || r.Rebalances[0].To != 3 || r.Rebalances[0].Seconds < 0 ||
+		r.Rebalances[0].CacheSyncedSeconds < r.Rebalances[0].Seconds {
+		t.Errorf("rebalances %+v: want one 2 -> 3 that settled, and the newcomer's cache synced after that", r.Rebalances)
 	}
 	counted, live := 0, 0
 	for _, m := range r.Members {

@@ -86,6 +86,11 @@ func Markdown(r Report) string {
 			settled = fmt.Sprintf("%.1f s", rb.Seconds)
 		}
 		row(fmt.Sprintf("scale %d -> %d at %.0f s: to the ring settled", rb.From, rb.To, rb.At), "%s", settled)
+		synced := "not seen"
+		if rb.CacheSyncedSeconds >= 0 {
+			synced = fmt.Sprintf("%.1f s", rb.CacheSyncedSeconds)
+		}
+		row(fmt.Sprintf("scale %d -> %d: to every member serving its slots from a synced cache (the newcomer's list done)", rb.From, rb.To), "%s", synced)
 		row(fmt.Sprintf("scale %d -> %d: time to reconciled of spec changes sent during it", rb.From, rb.To), "%s", pct(rb.Latency))
 		row(fmt.Sprintf("scale %d -> %d: writes to idle LargeData objects during it (caused by the rebalance)", rb.From, rb.To), "%d", rb.IdleWrites)
 	}

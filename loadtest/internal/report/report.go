@@ -70,6 +70,10 @@ type Window struct {
 	// Start and End are seconds since the start; End is 0 if it never
 	// settled.
 	Start, End float64
+	// Synced is when, after End, every member's cache had synced every
+	// slot it serves (kubeshard_member_slots_served), in seconds since the
+	// start; 0 if not seen.
+	Synced float64
 }
 
 // Fault is one fault injected while the objects were changed, and how the
@@ -194,6 +198,10 @@ type Rebalance struct {
 	At float64 `json:"at"`
 	// Seconds until the ring settled with To members; -1 if it did not.
 	Seconds float64 `json:"seconds"`
+	// CacheSyncedSeconds until, the ring settled, every member served its
+	// slots from a synced cache (the newcomer had listed its slots); -1 if
+	// not seen.
+	CacheSyncedSeconds float64 `json:"cacheSyncedSeconds"`
 	// Latency of the spec changes sent during the rebalance.
 	Latency Percentiles `json:"latency"`
 	// IdleWrites are writes during the rebalance to LargeData objects that
@@ -372,7 +380,10 @@ func timeline(samples []tracker.Sample) []LatencyBucket {
 }
 
 func rebalance(w Window, in Input) Rebalance {
-	r := Rebalance{From: w.From, To: w.To, At: round(w.Start), Seconds: -1}
+	r := Rebalance{From: w.From, To: w.To, At: round(w.Start), Seconds: -1, CacheSyncedSeconds: -1}
+	if w.Synced > 0 {
+		r.CacheSyncedSeconds = round(w.Synced - w.Start)
+	}
 	end := w.End
 	if end > 0 {
 		r.Seconds = round(end - w.Start)

@@ -76,7 +76,7 @@ func input() Input {
 				{Name: "op-2", Slots: 8, Objects: 2, RSS: 70 << 20, Heap: 35 << 20},
 			}},
 		},
-		Rebalances: []Window{{From: 2, To: 3, Start: 20, End: 30}, {From: 3, To: 4, Start: 35}},
+		Rebalances: []Window{{From: 2, To: 3, Start: 20, End: 30, Synced: 45.5}, {From: 3, To: 4, Start: 35}},
 	}
 }
 
@@ -100,11 +100,11 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("%d rebalances, want 2", len(r.Rebalances))
 	}
 	rb := r.Rebalances[0]
-	if rb.Seconds != 10 || rb.Latency.Count != 2 || rb.Latency.Max != 4 || rb.IdleWrites != 1 {
-		t.Errorf("rebalance 2 -> 3 = %+v; want 10 s, the 2 spec changes sent during it (max 4 s), 1 idle write", rb)
+	if rb.Seconds != 10 || rb.CacheSyncedSeconds != 25.5 || rb.Latency.Count != 2 || rb.Latency.Max != 4 || rb.IdleWrites != 1 {
+		t.Errorf("rebalance 2 -> 3 = %+v; want 10 s, caches synced at 25.5 s, the 2 spec changes sent during it (max 4 s), 1 idle write", rb)
 	}
 	// A rebalance that never settled counts to the end of the run.
-	if rb := r.Rebalances[1]; rb.Seconds != -1 || rb.IdleWrites != 1 || rb.Latency.Count != 0 {
+	if rb := r.Rebalances[1]; rb.Seconds != -1 || rb.CacheSyncedSeconds != -1 || rb.IdleWrites != 1 || rb.Latency.Count != 0 {
 		t.Errorf("unsettled rebalance 3 -> 4 = %+v; want -1 s, the idle write at 40 s, no spec change", rb)
 	}
 	if r.IdleWrites != 2 {
@@ -189,7 +189,9 @@ func TestWrite(t *testing.T) {
 		"| harness / baseline create rate | 0.90 |",
 		"| first create to every object reconciled | 12.5 s |",
 		"| scale 2 -> 3 at 20 s: to the ring settled | 10.0 s |",
+		"| scale 2 -> 3: to every member serving its slots from a synced cache (the newcomer's list done) | 25.5 s |",
 		"| scale 3 -> 4 at 35 s: to the ring settled | did not settle |",
+		"| scale 3 -> 4: to every member serving its slots from a synced cache (the newcomer's list done) | not seen |",
 		"| op-2 | 8 | 2 | 70.0 | 70.0 | 35.0 | 0.30 |",
 		"| API server memory at the last sample | RSS 800 MiB (peak 900 MiB), heap in use 500 MiB, with 4 objects |",
 		"| etcd database size at the last sample | 60 MiB |",
