@@ -42,6 +42,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 
+	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/internal/testpg"
@@ -292,7 +293,32 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := WaitSettled(ctx, c, types.NamespacedName{Namespace: Namespace, Name: Ring}, opts.Members, 3*time.Minute); err != nil {
 		return nil, err
 	}
+	if err := waitWebhook(ctx, c, time.Minute); err != nil {
+		return nil, err
+	}
 	return env, nil
+}
+
+// waitWebhook waits until the slot-label webhook answers: until a dry-run
+// create of a LargeData comes back labelled. Its failurePolicy is Ignore, so
+// objects created before it listens are created without the label and the
+// finalizer, and each costs the labeler's and the operator's writes.
+func waitWebhook(ctx context.Context, c client.Client, timeout time.Duration) error {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		probe := &datav1alpha1.LargeData{
+			ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "webhook-probe"},
+			Spec:       datav1alpha1.LargeDataSpec{Items: 1},
+		}
+		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+			return false, nil
+		}
+		_, labelled := probe.Labels[shardingv1alpha1.LabelSlot]
+		return labelled, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the slot-label webhook to label a dry-run create: %w", err)
+	}
+	return nil
 }
 
 // configureStatefulSet sets the replicas and appends args to the operator
