@@ -202,7 +202,9 @@ type Rebalance struct {
 	// slots from a synced cache (the newcomer had listed its slots); -1 if
 	// not seen.
 	CacheSyncedSeconds float64 `json:"cacheSyncedSeconds"`
-	// Latency of the spec changes sent during the rebalance.
+	// Latency of the spec changes sent during the rebalance: from the scale
+	// request until every member served its slots from a synced cache (or,
+	// if that was not measured, until the ring settled).
 	Latency Percentiles `json:"latency"`
 	// IdleWrites are writes during the rebalance to LargeData objects that
 	// had been reconciled and unchanged for tracker.IdleAfter and stayed so:
@@ -387,6 +389,10 @@ func rebalance(w Window, in Input) Rebalance {
 	end := w.End
 	if end > 0 {
 		r.Seconds = round(end - w.Start)
+		// The ring settles when the members publish their slots; the
+		// rebalance is over for the objects when the newcomer's cache
+		// has them.
+		end = max(end, w.Synced)
 	} else {
 		end = math.Inf(1)
 	}
