@@ -321,6 +321,8 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Durat
 			return 0, fmt.Errorf("starting to serve %d slots: %w", len(unprepared), err)
 		}
 		a.prepared = union(a.prepared, unprepared)
+	} else {
+		a.gainHeld = time.Time{} // nothing held back: a later gain gets a whole window
 	}
 	a.metrics.setServed(a.opts.Ring.Name, len(want))
 	return 0, nil

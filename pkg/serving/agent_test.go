@@ -266,12 +266,29 @@ func TestFollowGathersTheSlotsOfOneRebalance(t *testing.T) {
 		}
 	}
 
+	// A hold that ended without a gain (the slots went elsewhere) leaves no
+	// spent window behind for the next rebalance.
+	{
+		setStatus(9, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(9)...)
+		a := newAgent(0)
+		follow(a)
+		setStatus(10, map[string]string{"m-1": "0-3", "m-2": "4-5"})
+		follow(a)
+		clock.Step(DefaultGainWindow / 2)
+		follow(a)
+		clock.Step(DefaultGainWindow / 2)
+		setStatus(11, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(11)...)
+		if hold := follow(a); hold != DefaultGainWindow || len(calls) != 0 {
+			t.Fatalf("a new rebalance after an abandoned hold: OnGain calls %v, held back %s; want none, a whole window", calls, hold)
+		}
+	}
+
 	// No window.
 	{
-		setStatus(7, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(7)...)
+		setStatus(12, map[string]string{"m-0": "0-1", "m-1": "2-3", "m-2": "4-5"}, moving(12)...)
 		a := newAgent(-1)
 		follow(a)
-		setStatus(8, map[string]string{"m-0": "0-5"})
+		setStatus(13, map[string]string{"m-0": "0-5"})
 		follow(a)
 		if fmt.Sprint(calls) != "[[0 1] [2 3 4 5]]" {
 			t.Fatalf("GainWindow -1: OnGain calls %v; want one per batch", calls)
