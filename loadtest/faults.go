@@ -328,15 +328,9 @@ func (f *faulter) served(ctx context.Context, lost string, slots []int, total in
 		if err != nil {
 			return false, fmt.Sprintf("the metrics of %s: %v", o, err)
 		}
-		fams, err := parseMetrics(body)
+		synced, err := slotsSynced(body)
 		if err != nil {
 			return false, fmt.Sprintf("the metrics of %s: %v", o, err)
-		}
-		var synced int
-		if fam := fams["kubeshard_member_slots_served"]; fam != nil {
-			for _, m := range fam.Metric {
-				synced += int(m.GetGauge().GetValue())
-			}
 		}
 		if synced < len(serving[o]) {
 			return false, fmt.Sprintf("%s has synced the cache of %d of the %d slots it serves", o, synced, len(serving[o]))

@@ -57,19 +57,30 @@ func cachesSynced(ctx context.Context, c client.Client, key types.NamespacedName
 		if err != nil {
 			return fmt.Sprintf("the metrics of %s: %v", m, err)
 		}
-		fams, err := parseMetrics(body)
+		synced, err := slotsSynced(body)
 		if err != nil {
 			return fmt.Sprintf("the metrics of %s: %v", m, err)
-		}
-		synced := 0
-		if fam := fams["kubeshard_member_slots_served"]; fam != nil {
-			for _, mt := range fam.Metric {
-				synced += int(mt.GetGauge().GetValue())
-			}
 		}
 		if synced < len(serving) {
 			return fmt.Sprintf("%s has synced the cache of %d of the %d slots it serves", m, synced, len(serving))
 		}
 	}
 	return ""
+}
+
+// slotsSynced reads from a member's metrics how many slots it serves from a
+// synced cache (kubeshard_member_slots_served, set once the cache of every
+// slot it gained has synced).
+func slotsSynced(metrics []byte) (int, error) {
+	fams, err := parseMetrics(metrics)
+	if err != nil {
+		return 0, err
+	}
+	synced := 0
+	if fam := fams["kubeshard_member_slots_served"]; fam != nil {
+		for _, m := range fam.Metric {
+			synced += int(m.GetGauge().GetValue())
+		}
+	}
+	return synced, nil
 }
