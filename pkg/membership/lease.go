@@ -1,10 +1,16 @@
 package membership
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	ringpkg "github.com/kubeshard/kubeshard/pkg/ring"
 )
 
 // LabelMember, on a member's Lease, names the member (its pod name). It is
@@ -39,4 +45,24 @@ func validateNames(ring, member string) error {
 		return fmt.Errorf("%w: Lease name %q is not valid: %v", ErrInvalidOptions, LeaseName(ring, member), errs)
 	}
 	return nil
+}
+
+// ReadWarm reads the slots that member of ring, whose Lease is in namespace,
+// publishes as warm (AnnotationWarm): those of its incoming slots whose
+// objects it has cached. warms is false when the member does not warm slots
+// at all (no annotation, or no holder); slots is the ring's spec.slots.
+func ReadWarm(ctx context.Context, r client.Reader, namespace, ring, member string, slots int) (warm []int, warms bool, err error) {
+	lease := &coordinationv1.Lease{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: LeaseName(ring, member)}, lease); err != nil {
+		return nil, false, fmt.Errorf("reading the Lease of member %s: %w", member, err)
+	}
+	text, ok := lease.Annotations[shardingv1alpha1.AnnotationWarm]
+	if !ok || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != member {
+		return nil, false, nil
+	}
+	warm, err = ringpkg.ParseRanges(text, slots)
+	if err != nil {
+		return nil, true, fmt.Errorf("member %s: annotation %s: %w", member, shardingv1alpha1.AnnotationWarm, err)
+	}
+	return warm, true, nil
 }

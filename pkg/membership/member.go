@@ -164,6 +164,8 @@ type Member struct {
 	// stays cheap while a renewal hangs.
 	mu          sync.Mutex
 	serving     []int
+	warm        []int  // AnnotationWarm, written when warms
+	warms       bool   // SetWarm was called: the member warms incoming slots
 	epoch       int64  // the ring status epoch the serving slots were decided at
 	selector    string // AnnotationShardSelector; "" leaves it off
 	acquired    bool
@@ -280,6 +282,10 @@ func (m *Member) renewLocked(ctx context.Context) error {
 	m.mu.Lock()
 	released, fenced, acquired, last := m.released, m.fenced, m.acquired, m.lastRenewal
 	serving, epoch, selector := m.serving, m.epoch, m.selector
+	var warm []int
+	if m.warms {
+		warm = append([]int{}, m.warm...) // not nil: the annotation is written, empty or not
+	}
 	m.mu.Unlock()
 	switch {
 	case released:
@@ -307,7 +313,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: m.key.Namespace, Name: m.key.Name}}
-		m.fill(lease, now, serving, epoch, selector, true)
+		m.fill(lease, now, serving, epoch, selector, warm, true)
 		if err := m.client.Create(ctx, lease); err != nil {
 			return fmt.Errorf("creating lease %s: %w", m.key, err)
 		}
@@ -316,7 +322,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 	default:
 		// An existing Lease that this Member has not written yet is a previous
 		// incarnation's (a restart of the pod): take it over at once.
-		m.fill(lease, now, serving, epoch, selector, !acquired)
+		m.fill(lease, now, serving, epoch, selector, warm, !acquired)
 		if err := m.client.Update(ctx, lease); err != nil {
 			return fmt.Errorf("renewing lease %s: %w", m.key, err)
 		}
@@ -333,7 +339,7 @@ func (m *Member) renewLocked(ctx context.Context) error {
 // (labels and annotations of others). acquiring marks the start of a tenure:
 // a new acquireTime and, for an existing Lease, one more transition, so that an
 // observer can tell a restarted member from one that kept renewing.
-func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int, epoch int64, selector string, acquiring bool) {
+func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int, epoch int64, selector string, warm []int, acquiring bool) {
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
 	}
@@ -351,6 +357,11 @@ func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int,
 		// A previous incarnation's finding is not this process's: the
 		// API server may have been reconfigured since.
 		delete(lease.Annotations, shardingv1alpha1.AnnotationShardSelector)
+	}
+	if warm != nil {
+		lease.Annotations[shardingv1alpha1.AnnotationWarm] = ring.FormatRanges(warm)
+	} else {
+		delete(lease.Annotations, shardingv1alpha1.AnnotationWarm)
 	}
 
 	holder := m.opts.Name
@@ -452,6 +463,20 @@ func (m *Member) SetShardSelector(state string) {
 	m.mu.Unlock()
 }
 
+// SetWarm records the slots on their way to the member whose objects its
+// cache holds already; the next renewal publishes them as AnnotationWarm
+// (call PublishServing to publish at once), empty or not, from the first
+// call on. The members giving those slots away read it to know they can let
+// go (serving.Options.WarmupTimeout); a member that never calls it
+// publishes no annotation, and they let go at once.
+func (m *Member) SetWarm(slots []int) {
+	sorted := slices.Clone(slots)
+	slices.Sort(sorted)
+	m.mu.Lock()
+	m.warm, m.warms = slices.Compact(sorted), true
+	m.mu.Unlock()
+}
+
 // Serving returns the slots last given to SetServing, sorted.
 func (m *Member) Serving() []int {
 	m.mu.Lock()
@@ -490,7 +515,7 @@ func (m *Member) PublishServing(ctx context.Context) error {
 func (m *Member) Release(ctx context.Context) error {
 	m.mu.Lock()
 	m.released = true
-	m.serving = nil
+	m.serving, m.warm = nil, nil
 	m.mu.Unlock()
 	m.stopOnce.Do(func() { close(m.stopped) })
 
@@ -506,6 +531,7 @@ func (m *Member) Release(ctx context.Context) error {
 			lease.Annotations = map[string]string{}
 		}
 		lease.Annotations[shardingv1alpha1.AnnotationServing] = ""
+		delete(lease.Annotations, shardingv1alpha1.AnnotationWarm)
 		return m.client.Update(ctx, lease)
 	})
 	if apierrors.IsNotFound(err) {

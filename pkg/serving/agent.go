@@ -57,7 +57,15 @@ type Agent struct {
 	// gainHeld is when OnGain was first held back for slots still on their
 	// way (Options.GainWindow); zero when it is not.
 	gainHeld time.Time
-	leaving  bool
+	// warming are the slots Warmer.Warm was asked to cache that are neither
+	// served yet (OnGain adopts them) nor cooled; publishedWarm is what the
+	// Lease last said of them.
+	warming       []int
+	publishedWarm []int
+	// keepSince is when the member first kept serving slots that are moving
+	// away, for the receiver to warm them; zero when it keeps none.
+	keepSince time.Time
+	leaving   bool
 }
 
 // NewAgent returns the agent of one member. c writes the member's Lease (it
@@ -85,6 +93,9 @@ func NewAgent(c client.Client, reader client.Reader, opts Options, metrics *Metr
 	}
 	a.member = member
 	a.gate = NewGate(opts.Slots, member.Valid)
+	if a.warms() {
+		member.SetWarm(nil) // tells the members giving it slots to wait for it
+	}
 	return a, nil
 }
 
@@ -272,8 +283,9 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 // slots still on their way.
 func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Duration, error) {
 	log := logf.FromContext(ctx).WithValues("ring", a.opts.Ring.Name, "member", a.opts.Member, "epoch", table.Epoch)
-	want := table.Servable(a.opts.Member)
 	served := a.gate.Served()
+	keep, keepFor := a.keepForWarmup(ctx, table, served)
+	want := union(table.Servable(a.opts.Member), keep)
 	// What the member may still be working on is what it serves plus what it
 	// last published: a slot closed by an earlier attempt whose drain did not
 	// finish is still in the published list, and must be drained before a
@@ -307,6 +319,11 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Durat
 		a.gate.Open(gain)
 		log.V(1).Info("Started serving slots", "slots", len(gain))
 	}
+	warmFor, err := a.warmIncoming(ctx, table, want)
+	if err != nil {
+		return 0, err
+	}
+	requeue := shortest(keepFor, warmFor)
 	// Not only the slots gained now: an earlier OnGain may have failed
 	// (its cache did not sync in time) after its slots were opened. Until
 	// it succeeds their objects are not delivered, and nothing but this
@@ -315,17 +332,120 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Durat
 		if hold := a.holdGain(table); hold > 0 {
 			log.V(1).Info("Holding back the cache of gained slots until the rest arrive", "slots", len(unprepared),
 				"incoming", table.Incoming(a.opts.Member), "atMost", hold)
-			return hold, nil
+			return shortest(hold, requeue), nil
 		}
 		if err := a.opts.OnGain(ctx, unprepared); err != nil {
 			return 0, fmt.Errorf("starting to serve %d slots: %w", len(unprepared), err)
 		}
 		a.prepared = union(a.prepared, unprepared)
+		a.warming = difference(a.warming, unprepared) // adopted
 	} else {
 		a.gainHeld = time.Time{} // nothing held back: a later gain gets a whole window
 	}
 	a.metrics.setServed(a.opts.Ring.Name, len(want))
+	return requeue, nil
+}
+
+func (a *Agent) warms() bool { return a.opts.Warmer != nil && a.opts.WarmupTimeout >= 0 }
+
+// keepForWarmup returns the served slots that are moving away but that the
+// member keeps serving until their receiver has warmed them, and how soon
+// to look again. It lets go of every slot once WarmupTimeout has passed
+// since it first kept some, and at once of those whose receiver does not
+// warm slots. Keeping a slot is safe: the coordinator completes its move
+// only when the member publishes a serving list without it, and the
+// receiver serves it only after that.
+func (a *Agent) keepForWarmup(ctx context.Context, table *assignment.Table, served []int) ([]int, time.Duration) {
+	if a.opts.WarmupTimeout < 0 {
+		return nil, 0
+	}
+	moving := map[string][]int{}
+	for _, s := range served {
+		if to := table.MoveTo[s]; to != "" && table.Owner[s] == a.opts.Member {
+			if _, published := slices.BinarySearch(a.published, s); published {
+				moving[to] = append(moving[to], s)
+			}
+		}
+	}
+	if len(moving) == 0 {
+		a.keepSince = time.Time{}
+		return nil, 0
+	}
+	now := a.opts.Clock.Now()
+	if a.keepSince.IsZero() {
+		a.keepSince = now
+	}
+	left := a.opts.WarmupTimeout - now.Sub(a.keepSince)
+	if left <= 0 {
+		return nil, 0
+	}
+	log := logf.FromContext(ctx).WithValues("ring", a.opts.Ring.Name, "member", a.opts.Member)
+	var keep []int
+	for to, slots := range moving {
+		warm, warms, err := membership.ReadWarm(ctx, a.client, a.opts.Ring.Namespace, a.opts.Ring.Name, to, a.opts.Slots)
+		switch {
+		case err != nil:
+			log.Error(err, "Cannot tell whether the receiver of slots has warmed them; keeping them until it can", "receiver", to)
+			keep = append(keep, slots...)
+		case warms:
+			keep = append(keep, difference(slots, warm)...)
+		}
+	}
+	if len(keep) == 0 {
+		return nil, 0
+	}
+	slices.Sort(keep)
+	return keep, min(left, a.opts.RetryPeriod)
+}
+
+// warmIncoming has the Warmer cache the slots on their way to the member and
+// publishes those that are warm. It returns how soon to look again while
+// some are not.
+func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want []int) (time.Duration, error) {
+	if !a.warms() {
+		return 0, nil
+	}
+	var incoming []int
+	for s, to := range table.MoveTo {
+		if to == a.opts.Member {
+			incoming = append(incoming, s)
+		}
+	}
+	// Warming slots that neither come any more nor are the member's: their
+	// move was cancelled.
+	if cancelled := difference(difference(a.warming, incoming), want); len(cancelled) > 0 {
+		a.opts.Warmer.Cool(cancelled)
+		a.warming = difference(a.warming, cancelled)
+	}
+	if start := difference(incoming, a.warming); len(start) > 0 {
+		if err := a.opts.Warmer.Warm(ctx, start); err != nil {
+			return 0, fmt.Errorf("warming %d incoming slots: %w", len(start), err)
+		}
+		a.warming = union(a.warming, start)
+	}
+	warm := a.opts.Warmer.Warmed(incoming)
+	if !slices.Equal(warm, a.publishedWarm) {
+		a.member.SetWarm(warm)
+		if err := a.member.PublishServing(ctx); err != nil {
+			return 0, fmt.Errorf("publishing the warm slots: %w", err)
+		}
+		a.publishedWarm = warm
+	}
+	if len(warm) < len(incoming) {
+		return a.opts.RetryPeriod, nil
+	}
 	return 0, nil
+}
+
+// shortest returns the shorter of two requeue delays, 0 meaning none.
+func shortest(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // holdGain says how much longer OnGain waits for the slots still on their

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
 	"github.com/kubeshard/kubeshard/internal/testenv"
+	"github.com/kubeshard/kubeshard/pkg/membership"
 )
 
 // newTestAgent returns the agent of member m-0 of a ring of four slots, m-0
@@ -292,6 +294,196 @@ func TestFollowGathersTheSlotsOfOneRebalance(t *testing.T) {
 		follow(a)
 		if fmt.Sprint(calls) != "[[0 1] [2 3 4 5]]" {
 			t.Fatalf("GainWindow -1: OnGain calls %v; want one per batch", calls)
+		}
+	}
+}
+
+// fakeWarmer records what it is asked to warm and cool; warm says which
+// slots it has cached.
+type fakeWarmer struct {
+	asked, cooled []string
+	warm          []int
+}
+
+func (f *fakeWarmer) Warm(_ context.Context, slots []int) error {
+	f.asked = append(f.asked, fmt.Sprint(slots))
+	return nil
+}
+
+func (f *fakeWarmer) Warmed(slots []int) []int {
+	var out []int
+	for _, s := range slots {
+		if slices.Contains(f.warm, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (f *fakeWarmer) Cool(slots []int) { f.cooled = append(f.cooled, fmt.Sprint(slots)) }
+
+// A warm handover: the member giving slots away serves them until the
+// receiver has cached them, so that they are never unserved for the time the
+// receiver's list takes.
+func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(coordinationv1.AddToScheme(scheme))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
+	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
+	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	ctx := t.Context()
+	setStatus := func(epoch int64, giver, receiver string, moves ...shardingv1alpha1.SlotMove) {
+		t.Helper()
+		cur := &shardingv1alpha1.ShardRing{}
+		if err := c.Get(ctx, key, cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves, Members: []shardingv1alpha1.MemberStatus{
+			{Name: "giver", State: shardingv1alpha1.MemberReady, Slots: giver},
+			{Name: "receiver", State: shardingv1alpha1.MemberReady, Slots: receiver},
+		}}
+		if err := c.Status().Update(ctx, cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	newAgent := func(name string, warmer Warmer) *Agent {
+		t.Helper()
+		opts := Options{Ring: key, Member: name, Slots: 6, LeaseDuration: 15 * time.Second, Clock: clock, GainWindow: -1,
+			OnGain: func(context.Context, []int) error { return nil }}
+		if warmer != nil {
+			opts.Warmer = warmer
+		}
+		a, err := NewAgent(c, c, opts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Member().PublishServing(ctx); err != nil {
+			t.Fatalf("acquiring the Lease: %v", err)
+		}
+		return a
+	}
+	follow := func(a *Agent) time.Duration {
+		t.Helper()
+		if err := a.Member().PublishServing(ctx); err != nil { // renews the Lease
+			t.Fatal(err)
+		}
+		res, err := a.Reconcile(ctx, reconcile.Request{NamespacedName: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.RequeueAfter
+	}
+	published := func(member, annotation string) string {
+		t.Helper()
+		lease := &coordinationv1.Lease{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: "ring-" + member}, lease); err != nil {
+			t.Fatal(err)
+		}
+		v, ok := lease.Annotations[annotation]
+		if !ok {
+			return "(none)"
+		}
+		return v
+	}
+	move := func(epoch int64) shardingv1alpha1.SlotMove {
+		return shardingv1alpha1.SlotMove{Slots: "2-3", Epoch: epoch, From: "giver", To: "receiver"}
+	}
+	var epoch int64
+	start := func(warmer Warmer) (giver, receiver *Agent) {
+		t.Helper()
+		epoch++
+		setStatus(epoch, "0-3", "4-5")
+		giver, receiver = newAgent("giver", nil), newAgent("receiver", warmer)
+		follow(giver)
+		follow(receiver)
+		epoch++
+		setStatus(epoch, "0-3", "4-5", move(epoch))
+		return giver, receiver
+	}
+
+	{
+		w := &fakeWarmer{}
+		giver, receiver := start(w)
+		if again := follow(receiver); again != membership.DefaultRetryPeriod || fmt.Sprint(w.asked) != "[[2 3]]" {
+			t.Fatalf("receiver of a pending move: warmed %v, looks again after %s; want 2-3 warmed and another look", w.asked, again)
+		}
+		if got := published("receiver", shardingv1alpha1.AnnotationWarm); got != "" {
+			t.Fatalf("receiver's Lease says %q warm before its cache has them", got)
+		}
+		if again := follow(giver); again <= 0 || fmt.Sprint(giver.Gate().Served()) != "[0 1 2 3]" ||
+			published("giver", shardingv1alpha1.AnnotationServing) != "0-3" {
+			t.Fatalf("giver before the receiver is warm: serves %v, publishes %q, looks again after %s; want 0-3 served and published, another look",
+				giver.Gate().Served(), published("giver", shardingv1alpha1.AnnotationServing), again)
+		}
+
+		w.warm = []int{2, 3}
+		if again := follow(receiver); again != 0 || published("receiver", shardingv1alpha1.AnnotationWarm) != "2-3" {
+			t.Fatalf("receiver with 2-3 cached: Lease says %q warm, looks again after %s; want 2-3, no more looks",
+				published("receiver", shardingv1alpha1.AnnotationWarm), again)
+		}
+		if fmt.Sprint(receiver.Gate().Served()) != "[4 5]" {
+			t.Fatalf("receiver serves %v while the move is pending; want 4-5 only", receiver.Gate().Served())
+		}
+		follow(giver)
+		if fmt.Sprint(giver.Gate().Served()) != "[0 1]" || published("giver", shardingv1alpha1.AnnotationServing) != "0-1" {
+			t.Fatalf("giver once the receiver is warm: serves %v, publishes %q; want 0-1", giver.Gate().Served(), published("giver", shardingv1alpha1.AnnotationServing))
+		}
+		epoch++
+		setStatus(epoch, "0-1", "2-5")
+		follow(receiver)
+		if fmt.Sprint(receiver.Gate().Served()) != "[2 3 4 5]" || len(receiver.warming) != 0 || len(w.cooled) != 0 {
+			t.Fatalf("receiver after the move: serves %v, still warming %v, cooled %v; want 2-5 served, nothing warming or cooled",
+				receiver.Gate().Served(), receiver.warming, w.cooled)
+		}
+	}
+
+	// A receiver that never gets warm holds the move up for WarmupTimeout.
+	{
+		giver, receiver := start(&fakeWarmer{})
+		follow(receiver)
+		follow(giver)
+		for waited := time.Duration(0); waited < DefaultWarmupTimeout-time.Second; waited += time.Second {
+			clock.Step(time.Second) // renewing on the way
+			follow(receiver)
+			follow(giver)
+			if fmt.Sprint(giver.Gate().Served()) != "[0 1 2 3]" {
+				t.Fatalf("giver %s into the move serves %v; want 0-3 until the timeout", waited+time.Second, giver.Gate().Served())
+			}
+		}
+		clock.Step(time.Second)
+		follow(giver)
+		if fmt.Sprint(giver.Gate().Served()) != "[0 1]" {
+			t.Fatalf("giver after the timeout serves %v; want 0-1", giver.Gate().Served())
+		}
+	}
+
+	// A receiver that does not warm slots (no Warmer) is not waited for.
+	{
+		giver, receiver := start(nil)
+		follow(receiver)
+		if got := published("receiver", shardingv1alpha1.AnnotationWarm); got != "(none)" {
+			t.Fatalf("a member without a Warmer publishes %q warm", got)
+		}
+		follow(giver)
+		if fmt.Sprint(giver.Gate().Served()) != "[0 1]" {
+			t.Fatalf("giver to a receiver that does not warm serves %v; want 0-1 at once", giver.Gate().Served())
+		}
+	}
+
+	// A cancelled move: what the receiver warmed is given up.
+	{
+		w := &fakeWarmer{}
+		giver, receiver := start(w)
+		follow(receiver)
+		follow(giver)
+		epoch++
+		setStatus(epoch, "0-3", "4-5")
+		follow(receiver)
+		follow(giver)
+		if fmt.Sprint(w.cooled) != "[[2 3]]" || fmt.Sprint(giver.Gate().Served()) != "[0 1 2 3]" {
+			t.Fatalf("after the move was cancelled: receiver cooled %v, giver serves %v; want 2-3 cooled, 0-3 served", w.cooled, giver.Gate().Served())
 		}
 	}
 }

@@ -18,6 +18,21 @@ const DefaultDrainTimeout = 30 * time.Second
 // DefaultGainWindow is Options.GainWindow's default.
 const DefaultGainWindow = 10 * time.Second
 
+// DefaultWarmupTimeout is Options.WarmupTimeout's default.
+const DefaultWarmupTimeout = 2 * time.Minute
+
+// Warmer fills a member's cache with slots on their way to it before it
+// serves them; the sharded cache (shardcache.Cache) is one.
+type Warmer interface {
+	// Warm starts caching slots without serving them. It returns at once.
+	Warm(ctx context.Context, slots []int) error
+	// Warmed returns those of slots whose objects are cached: OnGain of them
+	// then needs no list.
+	Warmed(slots []int) []int
+	// Cool gives up warming slots that will not come.
+	Cool(slots []int)
+}
+
 // Options configure a member's Agent.
 type Options struct {
 	// Ring is the ShardRing the member belongs to. Required.
@@ -53,6 +68,22 @@ type Options struct {
 	// at once for every batch.
 	GainWindow time.Duration
 
+	// Warmer, with WarmupTimeout not negative, makes handovers to this
+	// member warm: while a pending move brings it a slot, the member caches
+	// the slot's objects and publishes the slot as warm on its Lease
+	// (AnnotationWarm); OnGain then finds them cached. Optional.
+	Warmer Warmer
+
+	// WarmupTimeout is how long a member giving slots away keeps serving
+	// them while the receiver warms them: it lets go once the receiver's
+	// Lease lists them as warm, or when this much time has passed since it
+	// saw the move, or at once if the receiver does not warm slots. The
+	// slots are served by the old owner meanwhile, so a handover costs the
+	// time the receiver's list takes in rebalance time, not in time during
+	// which nobody reconciles them. Default 2m; negative: let go at once, and
+	// warm nothing.
+	WarmupTimeout time.Duration
+
 	// OnLose is called after the member stopped serving slots and no
 	// reconcile of them runs any more, for instance to drop them from a cache.
 	// Optional.
@@ -81,6 +112,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.GainWindow == 0 {
 		o.GainWindow = DefaultGainWindow
+	}
+	if o.WarmupTimeout == 0 {
+		o.WarmupTimeout = DefaultWarmupTimeout
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}

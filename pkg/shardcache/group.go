@@ -21,6 +21,10 @@ type group struct {
 	cancel    context.CancelFunc // stops its informers; nil until started
 	informers map[kindKey]cache.Informer
 	owned     int // slots s with owner[s] == this group
+	// warm are the slots the group caches for a gain still to come
+	// (Cache.Warm): no event of them is delivered and reads do not see
+	// them until AddSlots adopts them or Cool gives them up.
+	warm []int
 
 	// A compaction replaces predecessor by successor. Until the successor
 	// has synced the predecessor owns the slots and both deliver events;

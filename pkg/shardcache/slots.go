@@ -2,6 +2,7 @@ package shardcache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -23,34 +24,33 @@ const handoverGrace = time.Second
 // AddSlots starts serving slots: it starts one slot group for those of them
 // not served yet, with an informer for every sharded kind asked for so far,
 // and returns when they have synced. Their objects arrive as Add events.
+// Slots that Warm cached beforehand are adopted instead: their group's
+// objects are delivered as Adds at once, without listing them again.
 // Before Start, it only records the group; Start starts it.
 //
 // If ctx ends first, the slots are not served and AddSlots can be called
 // again.
 func (c *Cache) AddSlots(ctx context.Context, slots []int) error {
-	for _, s := range slots {
-		if s < 0 || s >= c.opts.Slots {
-			return fmt.Errorf("shardcache: slot %d is not in [0, %d)", s, c.opts.Slots)
-		}
-	}
-	// The first mapping of a kind may ask the API server; creating a
-	// group's cache maps every sharded kind, under the lock.
-	for gvk := range c.sharded {
-		if _, err := c.base.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			return fmt.Errorf("mapping %s to a resource: %w", gvk, err)
-		}
+	if err := c.checkSlots(slots); err != nil {
+		return err
 	}
 
 	c.mu.Lock()
 	var gained []int
+	warm := map[*group][]int{}
 	for _, s := range slices.Compact(slices.Sorted(slices.Values(slots))) {
-		if c.owner[s] == nil {
+		switch {
+		case c.owner[s] != nil:
+		case c.warmGroupLocked(s) != nil:
+			g := c.warmGroupLocked(s)
+			warm[g] = append(warm[g], s)
+		default:
 			gained = append(gained, s)
 		}
 	}
 	if len(gained) == 0 {
 		c.mu.Unlock()
-		return nil
+		return c.adopt(ctx, warm)
 	}
 	g, err := c.newGroupLocked(ctx, gained)
 	if err != nil {
@@ -73,18 +73,36 @@ func (c *Cache) AddSlots(ctx context.Context, slots []int) error {
 		log.V(1).Info("Recorded slots to cache on start")
 		return nil
 	}
+	adopted := c.adopt(ctx, warm)
 	select {
 	case <-g.synced:
 		log.V(1).Info("Caching slots")
-		return nil
+		return adopted
 	case <-g.stopped:
-		return fmt.Errorf("slot group of %s stopped before it synced", formatSlots(gained))
+		return errors.Join(adopted, fmt.Errorf("slot group of %s stopped before it synced", formatSlots(gained)))
 	case <-ctx.Done():
 		c.mu.Lock()
 		c.retireLocked(g)
 		c.mu.Unlock()
-		return fmt.Errorf("waiting for slots %s to sync: %w", formatSlots(gained), ctx.Err())
+		return errors.Join(adopted, fmt.Errorf("waiting for slots %s to sync: %w", formatSlots(gained), ctx.Err()))
 	}
+}
+
+// checkSlots rejects slots outside the ring and maps every sharded kind: the
+// first mapping of a kind may ask the API server, and creating a group's
+// cache maps every sharded kind under the lock.
+func (c *Cache) checkSlots(slots []int) error {
+	for _, s := range slots {
+		if s < 0 || s >= c.opts.Slots {
+			return fmt.Errorf("shardcache: slot %d is not in [0, %d)", s, c.opts.Slots)
+		}
+	}
+	for gvk := range c.sharded {
+		if _, err := c.base.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			return fmt.Errorf("mapping %s to a resource: %w", gvk, err)
+		}
+	}
+	return nil
 }
 
 // RemoveSlots stops serving slots at once: from now on Get does not find
@@ -127,11 +145,13 @@ func (c *Cache) Served() []int {
 }
 
 // reviewLocked stops g when it owns nothing and schedules its compaction
-// when it owns only some of its slots.
+// when it owns only some of its slots. A group still warming slots for a
+// gain waits until it has been adopted or given them up.
 func (c *Cache) reviewLocked(g *group) {
 	switch {
 	case g.retired || g.handedOver:
 		// A group that handed over is retired by its compaction.
+	case len(g.warm) > 0:
 	case g.owned == 0:
 		c.retireLocked(g)
 	case g.owned == len(g.slots) || g.compacting:

@@ -66,6 +66,15 @@ type Options struct {
 	// 10s; negative lists every batch at once.
 	GainWindow time.Duration
 
+	// WarmupTimeout makes handovers warm (serving.Options.WarmupTimeout):
+	// a member that gains slots in a rebalance caches them while their old
+	// owners still serve them, and each old owner lets go of them once the
+	// receiver has them cached, or after this much time. No slot then waits
+	// for a list to be reconciled. Needs the cache NewCache returns. Default
+	// 2m; negative: the old owner lets go at once and the receiver lists
+	// after it has the slots.
+	WarmupTimeout time.Duration
+
 	// DrainTimeout bounds how long a leaving member waits for its reconciles.
 	// Default 30s; keep it below terminationGracePeriodSeconds.
 	DrainTimeout time.Duration

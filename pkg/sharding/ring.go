@@ -105,11 +105,15 @@ func (r *Ring) attach(mgr ctrl.Manager) error {
 		LeaseDuration: time.Duration(sr.Spec.LeaseDurationSeconds) * time.Second,
 		DrainTimeout:  opts.DrainTimeout,
 		GainWindow:    opts.GainWindow,
+		WarmupTimeout: opts.WarmupTimeout,
 		Clock:         opts.Clock,
 	}
 	if sc, ok := mgr.GetCache().(SlotCache); ok {
 		agentOpts.OnGain = sc.AddSlots
 		agentOpts.OnLose = sc.RemoveSlots
+	}
+	if w, ok := mgr.GetCache().(serving.Warmer); ok {
+		agentOpts.Warmer = w
 	}
 	if cc, ok := mgr.GetCache().(counter); ok {
 		if err := opts.Registerer.Register(newCachedObjects(opts.Ring, opts.Member, cc)); err != nil {

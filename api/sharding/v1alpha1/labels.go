@@ -27,6 +27,14 @@ const (
 	// "Ignored". The coordinator turns it into the ring's ServerSideSharding
 	// condition.
 	AnnotationShardSelector = "sharding.kubeshard.dev/shard-selector"
+
+	// AnnotationWarm, on a member's Lease, lists the slots on their way to the
+	// member (a pending move names it) whose objects its cache already holds,
+	// as a compact range list. A member giving such a slot away keeps serving
+	// it until the receiver lists it here (or a timeout passes), so that the
+	// slot is never left without a member ready to reconcile it while the
+	// receiver lists its objects.
+	AnnotationWarm = "sharding.kubeshard.dev/warm"
 )
 
 // Values of AnnotationShardSelector.
