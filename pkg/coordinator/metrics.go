@@ -24,9 +24,10 @@ type Metrics struct {
 }
 
 // durationBuckets suit both histograms: a handover takes from well under a
-// second (nothing in flight) to the member's drain timeout (30 s by
+// second (nothing in flight, the receiver warm at once) to the receiver's
+// warm-up timeout plus the member's drain timeout (10 min and 30 s by
 // default), a rebalance a little longer; the last buckets catch stuck ones.
-var durationBuckets = prometheus.ExponentialBuckets(0.05, 2, 14) // 50 ms to about 7 minutes
+var durationBuckets = prometheus.ExponentialBuckets(0.05, 2, 15) // 50 ms to about 14 minutes
 
 // NewMetrics creates the coordinator's metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {

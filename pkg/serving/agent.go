@@ -328,7 +328,21 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Durat
 	// (its cache did not sync in time) after its slots were opened. Until
 	// it succeeds their objects are not delivered, and nothing but this
 	// retry would ever deliver them.
-	if unprepared := difference(want, a.prepared); len(unprepared) > 0 && a.opts.OnGain != nil {
+	unprepared := difference(want, a.prepared)
+	if a.opts.OnGain == nil {
+		unprepared = nil
+	}
+	// Slots the Warmer cached need no list: they are set up at once, not
+	// held back with the rest.
+	if warm := intersection(unprepared, a.warming); len(warm) > 0 {
+		if err := a.opts.OnGain(ctx, warm); err != nil {
+			return 0, fmt.Errorf("starting to serve %d warm slots: %w", len(warm), err)
+		}
+		a.prepared = union(a.prepared, warm)
+		a.warming = difference(a.warming, warm)
+		unprepared = difference(unprepared, warm)
+	}
+	if len(unprepared) > 0 {
 		if hold := a.holdGain(table); hold > 0 {
 			log.V(1).Info("Holding back the cache of gained slots until the rest arrive", "slots", len(unprepared),
 				"incoming", table.Incoming(a.opts.Member), "atMost", hold)
@@ -338,7 +352,6 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Durat
 			return 0, fmt.Errorf("starting to serve %d slots: %w", len(unprepared), err)
 		}
 		a.prepared = union(a.prepared, unprepared)
-		a.warming = difference(a.warming, unprepared) // adopted
 	} else {
 		a.gainHeld = time.Time{} // nothing held back: a later gain gets a whole window
 	}
@@ -472,6 +485,17 @@ func (a *Agent) holdGain(table *assignment.Table) time.Duration {
 // union returns the sorted slots in a or b (both sorted).
 func union(a, b []int) []int {
 	return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(a), b...))))
+}
+
+// intersection returns the sorted slots in both a and b (both sorted).
+func intersection(a, b []int) []int {
+	var out []int
+	for _, s := range a {
+		if _, found := slices.BinarySearch(b, s); found {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // difference returns the sorted slots of a that are not in b (both sorted).

@@ -487,3 +487,75 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 		}
 	}
 }
+
+// Warm slots cost no list, so the gain window, which gathers lists, must not
+// hold them back: a receiver serves each warm slot as soon as it owns it.
+func TestWarmSlotsAreSetUpAtOnceWhileOthersAreOnTheirWay(t *testing.T) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(coordinationv1.AddToScheme(scheme))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
+	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
+	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	ctx := t.Context()
+	setStatus := func(epoch int64, receiver, a, b string, moves ...shardingv1alpha1.SlotMove) {
+		t.Helper()
+		cur := &shardingv1alpha1.ShardRing{}
+		if err := c.Get(ctx, key, cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves}
+		for _, m := range []struct{ name, slots string }{{"receiver", receiver}, {"a", a}, {"b", b}} {
+			if m.slots != "" {
+				cur.Status.Members = append(cur.Status.Members, shardingv1alpha1.MemberStatus{Name: m.name, State: shardingv1alpha1.MemberReady, Slots: m.slots})
+			}
+		}
+		if err := c.Status().Update(ctx, cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	w := &fakeWarmer{}
+	var calls []string
+	r, err := NewAgent(c, c, Options{Ring: key, Member: "receiver", Slots: 6, LeaseDuration: 15 * time.Second, Clock: clock, Warmer: w,
+		OnGain: func(_ context.Context, slots []int) error { calls = append(calls, fmt.Sprint(slots)); return nil }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follow := func() {
+		t.Helper()
+		if err := r.Member().PublishServing(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromA := shardingv1alpha1.SlotMove{Slots: "0-1", Epoch: 1, From: "a", To: "receiver"}
+	fromB := shardingv1alpha1.SlotMove{Slots: "2-3", Epoch: 1, From: "b", To: "receiver"}
+	setStatus(1, "4-5", "0-1", "2-3", fromA, fromB)
+	follow() // sets up 4-5 after the window; warms 0-3
+	if fmt.Sprint(w.asked) != "[[0 1 2 3]]" {
+		t.Fatalf("warmed %v, want 0-3 at once", w.asked)
+	}
+	w.warm = []int{0, 1, 2, 3}
+	for range 2 { // renewing on the way
+		clock.Step(DefaultGainWindow / 2)
+		follow()
+	}
+	if fmt.Sprint(calls) != "[[4 5]]" {
+		t.Fatalf("OnGain calls %v once the window is spent, want 4-5", calls)
+	}
+	calls = nil
+
+	setStatus(2, "2-5", "0-1", "", fromA) // b let go; a has not yet
+	follow()
+	if fmt.Sprint(calls) != "[[2 3]]" || fmt.Sprint(r.Gate().Served()) != "[2 3 4 5]" {
+		t.Fatalf("warm 2-3 arrived with 0-1 still on its way: OnGain calls %v, serving %v; want 2-3 set up at once", calls, r.Gate().Served())
+	}
+	setStatus(3, "0-5", "", "")
+	follow()
+	if fmt.Sprint(calls) != "[[2 3] [0 1]]" {
+		t.Fatalf("warm 0-1 arrived: OnGain calls %v; want 0-1 set up at once", calls)
+	}
+}

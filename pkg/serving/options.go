@@ -18,8 +18,13 @@ const DefaultDrainTimeout = 30 * time.Second
 // DefaultGainWindow is Options.GainWindow's default.
 const DefaultGainWindow = 10 * time.Second
 
-// DefaultWarmupTimeout is Options.WarmupTimeout's default.
-const DefaultWarmupTimeout = 2 * time.Minute
+// DefaultWarmupTimeout is Options.WarmupTimeout's default: longer than a
+// list of a fifth of a million objects without the API server's watch
+// cache takes. Letting go of a slot before a live receiver has cached it
+// never gets it reconciled sooner (the receiver needs its list either way);
+// the timeout only keeps a receiver that never gets warm from holding a
+// rebalance up for good, and meanwhile the slot is served.
+const DefaultWarmupTimeout = 10 * time.Minute
 
 // Warmer fills a member's cache with slots on their way to it before it
 // serves them; the sharded cache (shardcache.Cache) is one.
@@ -80,7 +85,7 @@ type Options struct {
 	// saw the move, or at once if the receiver does not warm slots. The
 	// slots are served by the old owner meanwhile, so a handover costs the
 	// time the receiver's list takes in rebalance time, not in time during
-	// which nobody reconciles them. Default 2m; negative: let go at once, and
+	// which nobody reconciles them. Default 10m; negative: let go at once, and
 	// warm nothing.
 	WarmupTimeout time.Duration
 

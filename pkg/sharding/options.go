@@ -71,7 +71,7 @@ type Options struct {
 	// owners still serve them, and each old owner lets go of them once the
 	// receiver has them cached, or after this much time. No slot then waits
 	// for a list to be reconciled. Needs the cache NewCache returns. Default
-	// 2m; negative: the old owner lets go at once and the receiver lists
+	// 10m; negative: the old owner lets go at once and the receiver lists
 	// after it has the slots.
 	WarmupTimeout time.Duration
 
