@@ -319,10 +319,11 @@ func (a *Agent) follow(ctx context.Context, table *assignment.Table) (time.Durat
 		a.gate.Open(gain)
 		log.V(1).Info("Started serving slots", "slots", len(gain))
 	}
-	warmFor, err := a.warmIncoming(ctx, table, want)
+	warmFor, incoming, err := a.warmIncoming(ctx, table, want)
 	if err != nil {
 		return 0, err
 	}
+	a.metrics.setWarmup(a.opts.Ring.Name, len(incoming), len(a.publishedWarm), len(keep))
 	requeue := shortest(keepFor, warmFor)
 	// Not only the slots gained now: an earlier OnGain may have failed
 	// (its cache did not sync in time) after its slots were opened. Until
@@ -414,11 +415,10 @@ func (a *Agent) keepForWarmup(ctx context.Context, table *assignment.Table, serv
 // warmIncoming has the Warmer cache the slots on their way to the member and
 // publishes those that are warm. It returns how soon to look again while
 // some are not.
-func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want []int) (time.Duration, error) {
+func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want []int) (again time.Duration, incoming []int, err error) {
 	if !a.warms() {
-		return 0, nil
+		return 0, nil, nil
 	}
-	var incoming []int
 	for s, to := range table.MoveTo {
 		if to == a.opts.Member {
 			incoming = append(incoming, s)
@@ -432,7 +432,7 @@ func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want 
 	}
 	if start := difference(incoming, a.warming); len(start) > 0 {
 		if err := a.opts.Warmer.Warm(ctx, start); err != nil {
-			return 0, fmt.Errorf("warming %d incoming slots: %w", len(start), err)
+			return 0, incoming, fmt.Errorf("warming %d incoming slots: %w", len(start), err)
 		}
 		a.warming = union(a.warming, start)
 	}
@@ -440,14 +440,14 @@ func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want 
 	if !slices.Equal(warm, a.publishedWarm) {
 		a.member.SetWarm(warm)
 		if err := a.member.PublishServing(ctx); err != nil {
-			return 0, fmt.Errorf("publishing the warm slots: %w", err)
+			return 0, incoming, fmt.Errorf("publishing the warm slots: %w", err)
 		}
 		a.publishedWarm = warm
 	}
 	if len(warm) < len(incoming) {
-		return a.opts.RetryPeriod, nil
+		return a.opts.RetryPeriod, incoming, nil
 	}
-	return 0, nil
+	return 0, incoming, nil
 }
 
 // shortest returns the shorter of two requeue delays, 0 meaning none.

@@ -18,6 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/kubeshard/kubeshard/internal/testenv"
 	"github.com/kubeshard/kubeshard/pkg/membership"
 )
@@ -348,6 +351,13 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 		}
 	}
 	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	metrics := map[string]*Metrics{}
+	gauge := func(member, name string) float64 {
+		t.Helper()
+		m := metrics[member]
+		g := map[string]*prometheus.GaugeVec{"incoming": m.incoming, "warm": m.warm, "kept": m.kept}[name]
+		return testutil.ToFloat64(g.WithLabelValues("ring", member))
+	}
 	newAgent := func(name string, warmer Warmer) *Agent {
 		t.Helper()
 		opts := Options{Ring: key, Member: name, Slots: 6, LeaseDuration: 15 * time.Second, Clock: clock, GainWindow: -1,
@@ -355,7 +365,12 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 		if warmer != nil {
 			opts.Warmer = warmer
 		}
-		a, err := NewAgent(c, c, opts, nil)
+		m, err := NewMetrics(prometheus.NewRegistry(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics[name] = m
+		a, err := NewAgent(c, c, opts, m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,6 +433,10 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 				giver.Gate().Served(), published("giver", shardingv1alpha1.AnnotationServing), again)
 		}
 
+		if in, warm, kept := gauge("receiver", "incoming"), gauge("receiver", "warm"), gauge("giver", "kept"); in != 2 || warm != 0 || kept != 2 {
+			t.Fatalf("metrics while warming: receiver %v incoming, %v warm; giver %v kept; want 2, 0, 2", in, warm, kept)
+		}
+
 		w.warm = []int{2, 3}
 		if again := follow(receiver); again != 0 || published("receiver", shardingv1alpha1.AnnotationWarm) != "2-3" {
 			t.Fatalf("receiver with 2-3 cached: Lease says %q warm, looks again after %s; want 2-3, no more looks",
@@ -429,6 +448,9 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 		follow(giver)
 		if fmt.Sprint(giver.Gate().Served()) != "[0 1]" || published("giver", shardingv1alpha1.AnnotationServing) != "0-1" {
 			t.Fatalf("giver once the receiver is warm: serves %v, publishes %q; want 0-1", giver.Gate().Served(), published("giver", shardingv1alpha1.AnnotationServing))
+		}
+		if warm, kept := gauge("receiver", "warm"), gauge("giver", "kept"); warm != 2 || kept != 0 {
+			t.Fatalf("metrics once warm: receiver %v warm, giver %v kept; want 2, 0", warm, kept)
 		}
 		epoch++
 		setStatus(epoch, "0-1", "2-5")

@@ -11,6 +11,9 @@ import (
 type Metrics struct {
 	member      string
 	slotsServed *prometheus.GaugeVec
+	incoming    *prometheus.GaugeVec
+	warm        *prometheus.GaugeVec
+	kept        *prometheus.GaugeVec
 	releases    *prometheus.CounterVec
 	releaseTime *prometheus.HistogramVec
 	fences      *prometheus.CounterVec
@@ -30,6 +33,15 @@ func NewMetrics(reg prometheus.Registerer, member string) (*Metrics, error) {
 		slotsServed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kubeshard_member_slots_served", Help: "Slots this member serves, counted once the cache of each has synced.",
 		}, []string{"ring", "member"}),
+		incoming: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kubeshard_member_slots_incoming", Help: "Slots on their way to this member (a pending move names it) that it warms: caches before it serves them.",
+		}, []string{"ring", "member"}),
+		warm: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kubeshard_member_slots_warm", Help: "Incoming slots this member has cached and published as warm on its Lease; their old owners let go of them now.",
+		}, []string{"ring", "member"}),
+		kept: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kubeshard_member_slots_kept", Help: "Slots moving away from this member that it still serves until their receiver has them warm (or the warm-up timeout passes).",
+		}, []string{"ring", "member"}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kubeshard_member_slot_releases_total", Help: "Slots this member handed over.",
 		}, []string{"ring", "member"}),
@@ -46,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer, member string) (*Metrics, error) {
 			Help: "Reconcile requests this member refused: not_served (another member's slot; dropped) or lease_overdue (its own slot while a Lease renewal is late; retried).",
 		}, []string{"ring", "member", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.slotsServed, m.releases, m.releaseTime, m.fences, m.refusals} {
+	for _, c := range []prometheus.Collector{m.slotsServed, m.incoming, m.warm, m.kept, m.releases, m.releaseTime, m.fences, m.refusals} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -66,6 +78,16 @@ func (m *Metrics) setServed(ring string, n int) {
 		for _, reason := range []string{reasonNotServed, reasonLeaseOverdue} {
 			m.refusals.WithLabelValues(ring, m.member, reason)
 		}
+	}
+}
+
+// setWarmup records the slots of handovers waiting for a warm receiver:
+// incoming and warm on the receiving side, kept on the giving side.
+func (m *Metrics) setWarmup(ring string, incoming, warm, kept int) {
+	if m != nil {
+		m.incoming.WithLabelValues(ring, m.member).Set(float64(incoming))
+		m.warm.WithLabelValues(ring, m.member).Set(float64(warm))
+		m.kept.WithLabelValues(ring, m.member).Set(float64(kept))
 	}
 }
 
