@@ -86,13 +86,18 @@ func scaleCommand(ctx context.Context, args []string) error {
 	setLogOutput(io.Discard)
 	var cf clientFlags
 	var schedule, sts, ring string
+	var timeout time.Duration
 	fs := newFlagSet("scale", "Scale the operator's StatefulSet through its scale subresource on a schedule, and report how long each rebalance took\n(the ShardRing Ready with that many members and no slot moving).")
 	cf.register(fs, kubeconfigHelp)
 	fs.StringVar(&schedule, "schedule", "", "REPLICAS@OFFSET[,...] from now, such as 5@0s,4@2m. Required.")
 	fs.StringVar(&sts, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the StatefulSet.")
 	fs.StringVar(&ring, "ring", "kubeshard-system/largedata", "Namespace/name of the ShardRing.")
+	fs.DurationVar(&timeout, "timeout", 15*time.Minute, "How long to wait for each rebalance; with warm handovers it lasts until the newcomer has listed its slots.")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if timeout <= 0 {
+		return errors.New("--timeout must be positive")
 	}
 	steps, err := parseSchedule(schedule)
 	if err != nil {
@@ -121,7 +126,7 @@ func scaleCommand(ctx context.Context, args []string) error {
 		}
 		t := time.Now()
 		fmt.Printf("%s scaled %d -> %d\n", t.Format(time.TimeOnly), from, s.replicas)
-		if err := localenv.WaitSettled(ctx, c, key(ring), s.replicas, 5*time.Minute); err != nil {
+		if err := localenv.WaitSettled(ctx, c, key(ring), s.replicas, timeout); err != nil {
 			return err
 		}
 		fmt.Printf("%s ring settled with %d members after %.1f s\n", time.Now().Format(time.TimeOnly), s.replicas, time.Since(t).Seconds())

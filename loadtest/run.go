@@ -57,6 +57,7 @@ type scenario struct {
 	metricsAddr      string
 	sampleInterval   time.Duration
 	reconcileTimeout time.Duration
+	rebalanceTimeout time.Duration
 	cleanup          bool
 	operatorArgs     string
 	apiServerArgs    string
@@ -86,6 +87,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.StringVar(&sc.workDir, "work-dir", "", "Folder for the local cluster's data and the logs; emptied first. Default: <module root>/bin/loadtest/work.")
 	fs.StringVar(&sc.metricsAddr, "metrics-addr", "127.0.0.1:0", "Loopback address where the harness serves its Prometheus metrics while it runs (port 0: any free port).")
 	fs.DurationVar(&sc.sampleInterval, "sample-interval", 5*time.Second, "How often the ring, the members' metrics and the API server's metrics are sampled.")
+	fs.DurationVar(&sc.rebalanceTimeout, "rebalance-timeout", 15*time.Minute, "How long to wait, after each scale, for the ring to settle and every member to serve its slots from a synced cache. With warm handovers the ring settles only once the newcomer has listed its slots: minutes at a million objects without the API server's watch cache.")
 	fs.DurationVar(&sc.reconcileTimeout, "reconcile-timeout", 30*time.Minute, "How long to wait for every object to be reconciled after the creates and after the churn; when it passes, the reports are written and marked incomplete.")
 	fs.BoolVar(&sc.cleanup, "cleanup", true, "Delete the run's objects and namespaces at the end (with a local cluster, everything stops anyway).")
 	fs.StringVar(&sc.operatorArgs, "operator-args", "--kube-api-qps=1000 --kube-api-burst=2000", "Flags appended to the operator's (local cluster only); its default of 100 QPS would throttle each member under load.")
@@ -105,8 +107,8 @@ func (sc *scenario) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if sc.members < 1 || sc.baseline < 0 || sc.churnShare <= 0 || sc.churnShare > 1 || sc.churnDuration < 0 || sc.sampleInterval <= 0 || sc.reconcileTimeout <= 0 {
-		errs = append(errs, errors.New("--members must be at least 1, --baseline not negative, --churn-share in (0, 1], --churn-duration not negative, --sample-interval and --reconcile-timeout positive"))
+	if sc.members < 1 || sc.baseline < 0 || sc.churnShare <= 0 || sc.churnShare > 1 || sc.churnDuration < 0 || sc.sampleInterval <= 0 || sc.reconcileTimeout <= 0 || sc.rebalanceTimeout <= 0 {
+		errs = append(errs, errors.New("--members must be at least 1, --baseline not negative, --churn-share in (0, 1], --churn-duration not negative, --sample-interval, --reconcile-timeout and --rebalance-timeout positive"))
 	}
 	if sc.postgres && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--postgres starts the store of the local cluster; with --kubeconfig, the operator's store is its own"))
@@ -426,13 +428,14 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 				step("Scaling the StatefulSet %d -> %d", from, s.replicas)
 				event(fmt.Sprintf("scale %d -> %d", from, s.replicas))
 				w := report.Window{From: from, To: s.replicas, Start: since()}
-				if err := localenv.WaitSettled(ctx, c, key(sc.ring), s.replicas, 5*time.Minute); err != nil {
+				deadline := time.Now().Add(sc.rebalanceTimeout)
+				if err := localenv.WaitSettled(ctx, c, key(sc.ring), s.replicas, sc.rebalanceTimeout); err != nil {
 					scaleErr = err
 				} else {
 					w.End = since()
 					step("Ring settled with %d members after %.1f s", s.replicas, w.End-w.Start)
 					if memberMetrics != nil {
-						if err := waitCachesSynced(ctx, c, key(sc.ring), memberMetrics, 10*time.Minute); err != nil {
+						if err := waitCachesSynced(ctx, c, key(sc.ring), memberMetrics, max(time.Until(deadline), time.Second)); err != nil {
 							scaleErr = err
 						} else {
 							w.Synced = since()
