@@ -431,10 +431,14 @@ func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want 
 		a.warming = difference(a.warming, cancelled)
 	}
 	if start := difference(incoming, a.warming); len(start) > 0 {
+		// Warming only spares the slots a wait; a failure must not keep the
+		// member from following the ring. It is tried again on the next look.
 		if err := a.opts.Warmer.Warm(ctx, start); err != nil {
-			return 0, incoming, fmt.Errorf("warming %d incoming slots: %w", len(start), err)
+			logf.FromContext(ctx).Error(err, "Cannot warm incoming slots; trying again", "ring", a.opts.Ring.Name,
+				"member", a.opts.Member, "slots", len(start))
+		} else {
+			a.warming = union(a.warming, start)
 		}
-		a.warming = union(a.warming, start)
 	}
 	warm := a.opts.Warmer.Warmed(incoming)
 	if !slices.Equal(warm, a.publishedWarm) {

@@ -306,11 +306,12 @@ func TestFollowGathersTheSlotsOfOneRebalance(t *testing.T) {
 type fakeWarmer struct {
 	asked, cooled []string
 	warm          []int
+	fail          error // returned by Warm
 }
 
 func (f *fakeWarmer) Warm(_ context.Context, slots []int) error {
 	f.asked = append(f.asked, fmt.Sprint(slots))
-	return nil
+	return f.fail
 }
 
 func (f *fakeWarmer) Warmed(slots []int) []int {
@@ -491,6 +492,25 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 		follow(giver)
 		if fmt.Sprint(giver.Gate().Served()) != "[0 1]" {
 			t.Fatalf("giver to a receiver that does not warm serves %v; want 0-1 at once", giver.Gate().Served())
+		}
+	}
+
+	// A receiver whose cache cannot warm goes on following the ring, tries
+	// again, and the giver waits for it as for any receiver not yet warm.
+	{
+		w := &fakeWarmer{fail: errors.New("no mapping for the kind yet")}
+		giver, receiver := start(w)
+		if again := follow(receiver); again != membership.DefaultRetryPeriod || fmt.Sprint(receiver.Gate().Served()) != "[4 5]" {
+			t.Fatalf("receiver whose Warm fails: serves %v, looks again after %s; want 4-5 served, another look", receiver.Gate().Served(), again)
+		}
+		w.fail = nil
+		follow(receiver)
+		if fmt.Sprint(w.asked) != "[[2 3] [2 3]]" {
+			t.Fatalf("Warm calls %v, want 2-3 tried again after the failure", w.asked)
+		}
+		follow(giver)
+		if fmt.Sprint(giver.Gate().Served()) != "[0 1 2 3]" {
+			t.Fatalf("giver serves %v; want 0-3 until the receiver is warm", giver.Gate().Served())
 		}
 	}
 
