@@ -241,6 +241,7 @@ func (tc *testCache) modify(w *testkind.Widget) {
 type recorder struct {
 	mu                    sync.Mutex
 	adds, updates, delete map[string]int
+	initial               int // adds marked as part of an initial list
 }
 
 func newRecorder() *recorder {
@@ -252,10 +253,13 @@ func keyOf(obj any) string {
 	return k
 }
 
-func (r *recorder) OnAdd(obj any, _ bool) {
+func (r *recorder) OnAdd(obj any, isInInitialList bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.adds[keyOf(obj)]++
+	if isInInitialList {
+		r.initial++
+	}
 }
 
 func (r *recorder) OnUpdate(_, obj any) {

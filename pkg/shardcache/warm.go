@@ -130,7 +130,10 @@ func (c *Cache) adopt(ctx context.Context, warm map[*group][]int) error {
 		}
 		for _, d := range deliveries {
 			for _, obj := range d.objects {
-				d.handler.OnAdd(obj, false)
+				// The slots' initial list, as a cold group's would be: a
+				// controller's priority queue puts these behind the changes
+				// that arrive meanwhile, which are what users wait for.
+				d.handler.OnAdd(obj, true)
 			}
 		}
 	}

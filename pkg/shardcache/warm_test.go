@@ -68,6 +68,14 @@ func TestWarmSlotsAreServedWithoutListingThemAgain(t *testing.T) {
 	if a, u, _ := rec.counts(); a != 30 || u != 0 {
 		t.Errorf("after adopting slot 2: %s; want its 10 objects as adds when AddSlots returns", rec.String())
 	}
+	// Marked as an initial list, as a cold group's are: controller-runtime's
+	// priority queue then puts them behind the changes users wait for.
+	rec.mu.Lock()
+	initial := rec.initial
+	rec.mu.Unlock()
+	if initial != 30 {
+		t.Errorf("%d of the 30 adds so far came as part of an initial list, want all", initial)
+	}
 	var got testkind.Widget
 	if err := tc.Get(ctx, client.ObjectKeyFromObject(objs[2][0]), &got); err != nil || got.Spec.Size != objs[2][0].Spec.Size+1 {
 		t.Errorf("Get of an adopted object = size %d, %v; want the modified one", got.Spec.Size, err)
