@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -61,6 +63,36 @@ func newTestAgentWith(t *testing.T, onGain func(context.Context, []int) error) (
 		t.Fatalf("acquiring the Lease: %v", err)
 	}
 	return a, clock
+}
+
+// newRingStore returns a fake API server holding the ShardRing ops/ring, and
+// a function that records one epoch of its status: each member owns the
+// slots owned gives it (none: it is left out), with moves pending.
+func newRingStore(t *testing.T) (client.Client, types.NamespacedName, func(epoch int64, owned map[string]string, moves ...shardingv1alpha1.SlotMove)) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	utilruntime.Must(coordinationv1.AddToScheme(scheme))
+	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
+	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
+	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	set := func(epoch int64, owned map[string]string, moves ...shardingv1alpha1.SlotMove) {
+		t.Helper()
+		cur := &shardingv1alpha1.ShardRing{}
+		if err := c.Get(t.Context(), key, cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves}
+		for _, m := range slices.Sorted(maps.Keys(owned)) {
+			if owned[m] != "" {
+				cur.Status.Members = append(cur.Status.Members, shardingv1alpha1.MemberStatus{Name: m, State: shardingv1alpha1.MemberReady, Slots: owned[m]})
+			}
+		}
+		if err := c.Status().Update(t.Context(), cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, key, set
 }
 
 // A request for a slot the member serves must not be lost while its Lease
@@ -172,30 +204,7 @@ func TestFollowRetriesAFailedGain(t *testing.T) {
 // the member must set up the slots of one rebalance in one call, not one per
 // epoch, yet not wait without bound for a handover that does not come.
 func TestFollowGathersTheSlotsOfOneRebalance(t *testing.T) {
-	scheme := runtime.NewScheme()
-	utilruntime.Must(coordinationv1.AddToScheme(scheme))
-	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
-	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
-	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
-	// setStatus records an epoch: members m-1 and m-2 own what owned says,
-	// m-0 the rest of owned's slots under "m-0", and moves are pending.
-	setStatus := func(epoch int64, owned map[string]string, moves ...shardingv1alpha1.SlotMove) {
-		t.Helper()
-		cur := &shardingv1alpha1.ShardRing{}
-		if err := c.Get(t.Context(), key, cur); err != nil {
-			t.Fatal(err)
-		}
-		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves}
-		for _, m := range []string{"m-0", "m-1", "m-2"} {
-			if owned[m] != "" {
-				cur.Status.Members = append(cur.Status.Members, shardingv1alpha1.MemberStatus{Name: m, State: shardingv1alpha1.MemberReady, Slots: owned[m]})
-			}
-		}
-		if err := c.Status().Update(t.Context(), cur); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, key, setStatus := newRingStore(t)
 	var calls []string
 	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	newAgent := func(window time.Duration) *Agent {
@@ -330,26 +339,11 @@ func (f *fakeWarmer) Cool(slots []int) { f.cooled = append(f.cooled, fmt.Sprint(
 // receiver has cached them, so that they are never unserved for the time the
 // receiver's list takes.
 func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
-	scheme := runtime.NewScheme()
-	utilruntime.Must(coordinationv1.AddToScheme(scheme))
-	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
-	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
-	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	c, key, set := newRingStore(t)
 	ctx := t.Context()
 	setStatus := func(epoch int64, giver, receiver string, moves ...shardingv1alpha1.SlotMove) {
 		t.Helper()
-		cur := &shardingv1alpha1.ShardRing{}
-		if err := c.Get(ctx, key, cur); err != nil {
-			t.Fatal(err)
-		}
-		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves, Members: []shardingv1alpha1.MemberStatus{
-			{Name: "giver", State: shardingv1alpha1.MemberReady, Slots: giver},
-			{Name: "receiver", State: shardingv1alpha1.MemberReady, Slots: receiver},
-		}}
-		if err := c.Status().Update(ctx, cur); err != nil {
-			t.Fatal(err)
-		}
+		set(epoch, map[string]string{"giver": giver, "receiver": receiver}, moves...)
 	}
 	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	metrics := map[string]*Metrics{}
@@ -533,28 +527,11 @@ func TestAGivenSlotIsServedUntilItsReceiverIsWarm(t *testing.T) {
 // Warm slots cost no list, so the gain window, which gathers lists, must not
 // hold them back: a receiver serves each warm slot as soon as it owns it.
 func TestWarmSlotsAreSetUpAtOnceWhileOthersAreOnTheirWay(t *testing.T) {
-	scheme := runtime.NewScheme()
-	utilruntime.Must(coordinationv1.AddToScheme(scheme))
-	utilruntime.Must(shardingv1alpha1.AddToScheme(scheme))
-	key := types.NamespacedName{Namespace: "ops", Name: "ring"}
-	sr := &shardingv1alpha1.ShardRing{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(sr).WithObjects(sr).Build()
+	c, key, set := newRingStore(t)
 	ctx := t.Context()
 	setStatus := func(epoch int64, receiver, a, b string, moves ...shardingv1alpha1.SlotMove) {
 		t.Helper()
-		cur := &shardingv1alpha1.ShardRing{}
-		if err := c.Get(ctx, key, cur); err != nil {
-			t.Fatal(err)
-		}
-		cur.Status = shardingv1alpha1.ShardRingStatus{Epoch: epoch, Moves: moves}
-		for _, m := range []struct{ name, slots string }{{"receiver", receiver}, {"a", a}, {"b", b}} {
-			if m.slots != "" {
-				cur.Status.Members = append(cur.Status.Members, shardingv1alpha1.MemberStatus{Name: m.name, State: shardingv1alpha1.MemberReady, Slots: m.slots})
-			}
-		}
-		if err := c.Status().Update(ctx, cur); err != nil {
-			t.Fatal(err)
-		}
+		set(epoch, map[string]string{"receiver": receiver, "a": a, "b": b}, moves...)
 	}
 	clock := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	w := &fakeWarmer{}

@@ -129,14 +129,7 @@ func TestRemoveSlotsHidesTheirObjectsAndEventsAtOnce(t *testing.T) {
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	if _, err := inf.AddEventHandler(rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := tc.record(t)
 	if err := tc.AddSlots(ctx, seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -196,14 +189,7 @@ func TestCompactionFreesRemovedSlotsWithoutRepeatingAdds(t *testing.T) {
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	if _, err := inf.AddEventHandler(rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := tc.record(t)
 	if err := tc.AddSlots(ctx, seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -417,14 +403,7 @@ func TestASlotRegainedBeforeCompactionIsServedOnceByItsNewGroup(t *testing.T) {
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	if _, err := inf.AddEventHandler(rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := tc.record(t)
 	if err := tc.AddSlots(ctx, seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}

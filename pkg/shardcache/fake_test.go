@@ -237,6 +237,20 @@ func (tc *testCache) modify(w *testkind.Widget) {
 	tc.api.source(widgetKind).Modify(w)
 }
 
+// record adds a recorder to the cache's Widget informer.
+func (tc *testCache) record(t *testing.T) *recorder {
+	t.Helper()
+	inf, err := tc.GetInformer(t.Context(), &testkind.Widget{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	if _, err := inf.AddEventHandler(rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
 // recorder is an event handler that remembers what it saw.
 type recorder struct {
 	mu                    sync.Mutex

@@ -23,14 +23,7 @@ func TestWarmSlotsAreServedWithoutListingThemAgain(t *testing.T) {
 	}
 	tc.start(t)
 	ctx := t.Context()
-	inf, err := tc.GetInformer(ctx, &testkind.Widget{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	if _, err := inf.AddEventHandler(rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := tc.record(t)
 	if err := tc.AddSlots(ctx, []int{0, 1}); err != nil {
 		t.Fatal(err)
 	}
