@@ -86,6 +86,8 @@ func TestClientFlagsRejectZeroQPS(t *testing.T) {
 // --postgres starts a store beside the local cluster, --storage and
 // --apiserver-args configure the local cluster, --faults signals its
 // processes; with a given cluster none of them is the harness's to choose.
+// (It also checks that a scale is given time to settle: --rebalance-timeout
+// must be positive.)
 func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -105,6 +107,8 @@ func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 		{[]string{"--faults", "kill@30s", "--kubeconfig", "some.kubeconfig"}, false},
 		{[]string{"--faults", "kill@30s", "--fault-objects", "0"}, false},
 		{[]string{"--fault-objects", "0"}, true}, // no faults: nothing to create
+		{[]string{"--rebalance-timeout", "0s"}, false},
+		{[]string{"--rebalance-timeout", "30m"}, true},
 	} {
 		sc := &scenario{}
 		fs := newFlagSet("run", "")
