@@ -414,7 +414,7 @@ func (a *Agent) keepForWarmup(ctx context.Context, table *assignment.Table, serv
 
 // warmIncoming has the Warmer cache the slots on their way to the member and
 // publishes those that are warm. It returns how soon to look again while
-// some are not.
+// some are not, and the incoming slots.
 func (a *Agent) warmIncoming(ctx context.Context, table *assignment.Table, want []int) (again time.Duration, incoming []int, err error) {
 	if !a.warms() {
 		return 0, nil, nil
