@@ -55,6 +55,7 @@ type config struct {
 	burst                   int
 	journal                 string
 	cacheCompactAfter       time.Duration
+	cacheCompactRelist      bool
 	gainWindow              time.Duration
 	warmupTimeout           time.Duration
 	labelerSweep            time.Duration
@@ -88,7 +89,8 @@ Usage: largedata-operator [flags]
 	fs.BoolVar(&c.leaderElect, "leader-elect", true, "Elect one replica as the ring's coordinator (and the labeler). Needed whenever more than one replica runs.")
 	fs.BoolVar(&c.webhook, "webhook", false, "Serve the slot-label mutating webhook.")
 	fs.DurationVar(&c.labelerSweep, "labeler-sweep-interval", 10*time.Minute, "How often the coordinator's labeler lists every object of the ring's kinds to find slot labels that name the wrong slot (missing labels and labels that name no slot it repairs at once, from a watch, and a LargeData labelled with another valid slot is relabelled by the member that holds it; the sweep is the safety net, and what repairs children). Each sweep lists every LargeData, which with the API server's watch cache off for them is a scan of etcd that grows with the objects (at 300,000 a sweep took 9 minutes); set it to hours there.")
-	fs.DurationVar(&c.cacheCompactAfter, "cache-compact-after", shardcache.DefaultCompactAfter, "How long the cache keeps the objects of slots this replica gave away before it lists the slots it kept afresh; each such list scans every LargeData in etcd when the API server's watch cache is off for them, so set it long (30m) there.")
+	fs.DurationVar(&c.cacheCompactAfter, "cache-compact-after", shardcache.DefaultCompactAfter, "How long the cache keeps the objects of slots this replica gave away before it frees them, replacing its informers by ones for the slots it kept, filled from the informers they replace.")
+	fs.BoolVar(&c.cacheCompactRelist, "cache-compact-relist", false, "Make those replacements list the slots they keep from the API server instead, as before (for comparison): each such list scans every LargeData in etcd when the API server's watch cache is off for them.")
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", serving.DefaultWarmupTimeout, "How long a replica giving slots away in a rebalance keeps serving them while the replica that gains them lists their objects; it lets go as soon as that replica's Lease says they are cached. The slots are never left waiting for a list. Negative: let go at once (the gaining replica lists after it has the slots).")
 	fs.DurationVar(&c.gainWindow, "gain-window", serving.DefaultGainWindow, "How long a replica that gains slots in a rebalance waits for the rest of them before its cache lists what it gained, so that it lists once: with the API server's watch cache off for LargeData each list scans all of them in etcd. The slots are served meanwhile. Negative: list each batch at once.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
@@ -182,7 +184,8 @@ func run() error {
 		// the shutdown's length.
 		ring, err = sharding.Setup(ctx, restCfg, &opts, sharding.Options{
 			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
-			CacheCompactAfter: cfg.cacheCompactAfter, LabelerSweepInterval: cfg.labelerSweep, GainWindow: cfg.gainWindow,
+			CacheCompactAfter: cfg.cacheCompactAfter, CacheRelistOnCompaction: cfg.cacheCompactRelist,
+			LabelerSweepInterval: cfg.labelerSweep, GainWindow: cfg.gainWindow,
 			WarmupTimeout: cfg.warmupTimeout,
 			// The webhook already patches every created LargeData (its slot
 			// label); the finalizer rides along instead of costing each

@@ -181,8 +181,15 @@ func TestAGroupLeftWithoutSlotsStopsAtOnce(t *testing.T) {
 }
 
 func TestCompactionFreesRemovedSlotsWithoutRepeatingAdds(t *testing.T) {
+	// The replacement takes its objects from the old group's store, or,
+	// with RelistOnCompaction, lists them from the API server.
+	t.Run("from the store", func(t *testing.T) { testCompaction(t, false) })
+	t.Run("relisted", func(t *testing.T) { testCompaction(t, true) })
+}
+
+func testCompaction(t *testing.T, relist bool) {
 	clk := testingclock.NewFakeClock(time.Now())
-	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute})
+	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute, RelistOnCompaction: relist})
 	var objs [][]*testkind.Widget
 	for s := range 4 {
 		objs = append(objs, tc.widgets(s, 5))
@@ -208,8 +215,12 @@ func TestCompactionFreesRemovedSlotsWithoutRepeatingAdds(t *testing.T) {
 	if g := tc.Groups()[0]; g.Objects[widgetKind] != 20 || !slices.Equal(g.Served, []int{2, 3}) {
 		t.Errorf("replacement = %+v, want the 20 objects of slots 2 and 3", g)
 	}
-	if got := tc.api.listedFor("sharding.kubeshard.dev/slot in (2,3)"); got != 20 {
-		t.Errorf("the replacement listed %d objects, want 20", got)
+	wantLists := 0
+	if relist {
+		wantLists = 1
+	}
+	if got := tc.api.listsFor("sharding.kubeshard.dev/slot in (2,3)"); got != wantLists {
+		t.Errorf("the replacement listed %d times from the API server, want %d", got, wantLists)
 	}
 	testenv.Eventually(t, wait, "the old informer stops", func() (bool, string) { return old.IsStopped(), "still running" })
 	if a, u, d := rec.counts(); a != 40 || u != 1 || d != 0 {
@@ -239,7 +250,7 @@ func TestAnAddOfTheReplacementIsAnUpdateWhenTheObjectChanged(t *testing.T) {
 	}
 	tc.mu.Lock()
 	o := tc.groups[0]
-	n, err := tc.newGroupLocked(ctx, []int{0})
+	n, err := tc.newGroupLocked(ctx, []int{0}, nil)
 	if err != nil {
 		tc.mu.Unlock()
 		t.Fatal(err)

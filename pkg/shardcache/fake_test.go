@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -37,10 +38,14 @@ import (
 type fakeAPI struct {
 	scheme    *runtime.Scheme
 	failLists atomic.Bool // lists fail, so that informers never sync
+	// Watches from a resourceVersion below this fail with 410 Gone, as
+	// from one that the API server has compacted away.
+	compactedBelow atomic.Int64
 
 	mu        sync.Mutex
 	sources   map[schema.GroupVersionKind]*fcache.FakeControllerSource
 	listed    map[string]int // objects returned by lists, per label selector
+	lists     map[string]int // lists, per label selector
 	informers map[string]toolscache.SharedIndexInformer
 }
 
@@ -49,6 +54,7 @@ func newFakeAPI(scheme *runtime.Scheme) *fakeAPI {
 		scheme:    scheme,
 		sources:   map[schema.GroupVersionKind]*fcache.FakeControllerSource{},
 		listed:    map[string]int{},
+		lists:     map[string]int{},
 		informers: map[string]toolscache.SharedIndexInformer{},
 	}
 }
@@ -75,6 +81,12 @@ func (f *fakeAPI) newCache(cfg *rest.Config, opts cache.Options) (cache.Cache, e
 		}
 		selectors[gvk] = bo.Label
 	}
+	// The group's own NewInformer (a compaction's replacement has one) gets
+	// the fake's ListerWatcher in place of the API server's.
+	next := opts.NewInformer
+	if next == nil {
+		next = toolscache.NewSharedIndexInformer
+	}
 	opts.NewInformer = func(_ toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, idx toolscache.Indexers) toolscache.SharedIndexInformer {
 		gvk, err := apiutil.GVKForObject(obj, f.scheme)
 		if err != nil {
@@ -84,7 +96,7 @@ func (f *fakeAPI) newCache(cfg *rest.Config, opts cache.Options) (cache.Cache, e
 		if sel == nil {
 			sel = labels.Everything()
 		}
-		inf := toolscache.NewSharedIndexInformer(&filteredLW{api: f, src: f.source(gvk), sel: sel}, obj, resync, idx)
+		inf := next(&filteredLW{api: f, src: f.source(gvk), sel: sel}, obj, resync, idx)
 		f.mu.Lock()
 		f.informers[gvk.Kind+" "+sel.String()] = inf
 		f.mu.Unlock()
@@ -97,6 +109,12 @@ func (f *fakeAPI) listedFor(sel string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.listed[sel]
+}
+
+func (f *fakeAPI) listsFor(sel string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists[sel]
 }
 
 func (f *fakeAPI) informer(kind, sel string) toolscache.SharedIndexInformer {
@@ -134,11 +152,15 @@ func (l *filteredLW) List(opts metav1.ListOptions) (runtime.Object, error) {
 	}
 	l.api.mu.Lock()
 	l.api.listed[l.sel.String()] += len(kept)
+	l.api.lists[l.sel.String()]++
 	l.api.mu.Unlock()
 	return list, nil
 }
 
 func (l *filteredLW) Watch(opts metav1.ListOptions) (watch.Interface, error) {
+	if rv, err := strconv.ParseInt(opts.ResourceVersion, 10, 64); err == nil && rv < l.api.compactedBelow.Load() {
+		return nil, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d", rv))
+	}
 	w, err := l.src.Watch(opts)
 	if err != nil {
 		return nil, err
@@ -255,11 +277,20 @@ func (tc *testCache) record(t *testing.T) *recorder {
 type recorder struct {
 	mu                    sync.Mutex
 	adds, updates, delete map[string]int
-	initial               int // adds marked as part of an initial list
+	initial               int               // adds marked as part of an initial list
+	latest                map[string]string // resourceVersion of the last add or update, per object not deleted since
 }
 
 func newRecorder() *recorder {
-	return &recorder{adds: map[string]int{}, updates: map[string]int{}, delete: map[string]int{}}
+	return &recorder{adds: map[string]int{}, updates: map[string]int{}, delete: map[string]int{}, latest: map[string]string{}}
+}
+
+func resourceVersionOf(obj any) string {
+	m, err := apimeta.Accessor(obj)
+	if err != nil {
+		return ""
+	}
+	return m.GetResourceVersion()
 }
 
 func keyOf(obj any) string {
@@ -271,6 +302,7 @@ func (r *recorder) OnAdd(obj any, isInInitialList bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.adds[keyOf(obj)]++
+	r.latest[keyOf(obj)] = resourceVersionOf(obj)
 	if isInInitialList {
 		r.initial++
 	}
@@ -280,12 +312,14 @@ func (r *recorder) OnUpdate(_, obj any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.updates[keyOf(obj)]++
+	r.latest[keyOf(obj)] = resourceVersionOf(obj)
 }
 
 func (r *recorder) OnDelete(obj any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.delete[keyOf(obj)]++
+	delete(r.latest, keyOf(obj))
 }
 
 // counts returns the number of adds, updates and deletes seen.

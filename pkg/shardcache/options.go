@@ -52,6 +52,13 @@ type Options struct {
 	// once. Default DefaultCompactAfter (30s).
 	CompactAfter time.Duration
 
+	// RelistOnCompaction makes a compaction's replacement list its slots
+	// from the API server. By default it takes them from the store of the
+	// group it replaces and only watches the API server (see seed.go); that
+	// is not possible when the sharded kinds are cached in some namespaces
+	// only, and the replacement then lists as with this set.
+	RelistOnCompaction bool
+
 	// Clock times compaction. Default: the real clock.
 	Clock clock.Clock
 }

@@ -52,7 +52,7 @@ func (c *Cache) AddSlots(ctx context.Context, slots []int) error {
 		c.mu.Unlock()
 		return c.adopt(ctx, warm)
 	}
-	g, err := c.newGroupLocked(ctx, gained)
+	g, err := c.newGroupLocked(ctx, gained, nil)
 	if err != nil {
 		c.mu.Unlock()
 		return fmt.Errorf("caching slots %s: %w", formatSlots(gained), err)
@@ -167,7 +167,7 @@ func (c *Cache) reviewLocked(g *group) {
 // cached or delivered yet, so the replacement simply takes its place.
 func (c *Cache) replaceUnstartedLocked(ctx context.Context, g *group) {
 	live := c.ownedLocked(g)
-	n, err := c.newGroupLocked(ctx, live)
+	n, err := c.newGroupLocked(ctx, live, nil)
 	if err != nil {
 		c.loggerLocked().Error(err, "Cannot compact slot group; it keeps its removed slots", "group", g.id)
 		return
@@ -181,7 +181,9 @@ func (c *Cache) replaceUnstartedLocked(ctx context.Context, g *group) {
 // compact replaces g, which lost some of its slots, by a group for the
 // slots it still owns, so that the objects of the others are freed.
 //
-// The replacement lists its slots again. Until it has synced, g owns them
+// The replacement's informers take their first list from g's store and
+// watch the API server from there (seed.go); only where that is not possible
+// do they list the slots again. Until it has synced, g owns them
 // and answers reads; both deliver events, and an Add from the replacement
 // for an object that g's store holds at the same resourceVersion is
 // dropped (one at another resourceVersion arrives as an Update), so
@@ -207,7 +209,7 @@ func (c *Cache) compact(ctx context.Context, g *group) {
 		c.mu.Unlock()
 		return
 	}
-	n, err := c.newGroupLocked(ctx, live)
+	n, err := c.newGroupLocked(ctx, live, g)
 	if err != nil {
 		// Keep the flag: another attempt is not likelier to succeed soon,
 		// and the objects of the lost slots are invisible all the same.

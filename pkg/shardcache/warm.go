@@ -36,7 +36,7 @@ func (c *Cache) Warm(ctx context.Context, slots []int) error {
 	if len(fresh) == 0 {
 		return nil
 	}
-	g, err := c.newGroupLocked(ctx, fresh)
+	g, err := c.newGroupLocked(ctx, fresh, nil)
 	if err != nil {
 		return fmt.Errorf("warming slots %s: %w", formatSlots(fresh), err)
 	}

@@ -52,12 +52,20 @@ type Options struct {
 
 	// CacheCompactAfter is how long the sharded cache keeps the objects of
 	// slots a member gave away, in informers that also serve slots it kept,
-	// before it lists the kept slots afresh and drops those informers
-	// (shardcache.Options.CompactAfter). Each such list costs the API server
-	// a scan of the kind in etcd when its watch cache is off for the kind:
-	// set it long there, so that rebalances do not come with one full scan
-	// per member. Default 30s.
+	// before it replaces those informers by ones for the kept slots
+	// (shardcache.Options.CompactAfter). The replacements take their objects
+	// from the informers they replace and only watch the API server, unless
+	// CacheRelistOnCompaction is set or the cache is restricted to some
+	// namespaces: then each lists the kept slots, which costs the API server a
+	// scan of the kind in etcd when its watch cache is off for the kind. Default
+	// 30s.
 	CacheCompactAfter time.Duration
+
+	// CacheRelistOnCompaction makes compactions list the kept slots from the
+	// API server (shardcache.Options.RelistOnCompaction), as they did before
+	// they took them from the informers they replace: for comparison, and a
+	// way back should that ever misbehave.
+	CacheRelistOnCompaction bool
 
 	// GainWindow is how long a member that gains slots in a rebalance waits
 	// for the rest of them, while more are on their way to it, before its

@@ -66,6 +66,7 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 		return nil, err
 	}
 	cacheOpts.CompactAfter = opts.CacheCompactAfter
+	cacheOpts.RelistOnCompaction = opts.CacheRelistOnCompaction
 
 	mgrOpts.NewCache = shardcache.NewCacheFunc(cacheOpts)
 	// The ShardRing is watched in the ring's namespace only, as every read
