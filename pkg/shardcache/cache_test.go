@@ -250,7 +250,7 @@ func TestAnAddOfTheReplacementIsAnUpdateWhenTheObjectChanged(t *testing.T) {
 	}
 	tc.mu.Lock()
 	o := tc.groups[0]
-	n, err := tc.newGroupLocked(ctx, []int{0}, nil)
+	n, err := tc.newGroupLocked(ctx, []int{0}, nil, "")
 	if err != nil {
 		tc.mu.Unlock()
 		t.Fatal(err)

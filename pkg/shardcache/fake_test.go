@@ -186,6 +186,13 @@ type testCache struct {
 
 func newTestCache(t *testing.T, opts Options) *testCache {
 	t.Helper()
+	return newTestCacheOn(t, nil, opts)
+}
+
+// newTestCacheOn is a testCache on api, shared with other caches (members),
+// or on a fakeAPI of its own when api is nil.
+func newTestCacheOn(t *testing.T, api *fakeAPI, opts Options) *testCache {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -207,7 +214,9 @@ func newTestCache(t *testing.T, opts Options) *testCache {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := newFakeAPI(scheme)
+	if api == nil {
+		api = newFakeAPI(scheme)
+	}
 	c.newCache = api.newCache
 	return &testCache{Cache: c, api: api, created: map[int]int{}}
 }

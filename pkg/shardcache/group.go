@@ -53,15 +53,15 @@ func (g *group) waitForSync(ctx context.Context) bool {
 
 // newGroupLocked creates a group for slots with an informer for every kind
 // asked for so far, with their handlers and indexes. It does not start it
-// nor give it slots. A compaction's replacement names the group it replaces
-// as from: its informers take their first list from from's store.
-func (c *Cache) newGroupLocked(ctx context.Context, slots []int, from *group) (*group, error) {
+// nor give it slots. With first, its informers take their first list from
+// there (seed.go), which what names in logs.
+func (c *Cache) newGroupLocked(ctx context.Context, slots []int, first firstList, what string) (*group, error) {
 	opts, err := c.groupOptions(slots)
 	if err != nil {
 		return nil, err
 	}
-	if from != nil && c.seedable() {
-		opts.NewInformer = c.seededInformer(from, slots, opts.NewInformer)
+	if first != nil && c.seedable() {
+		opts.NewInformer = c.seededInformer(first, what, opts.NewInformer)
 	}
 	gc, err := c.newCache(c.cfg, opts)
 	if err != nil {

@@ -59,6 +59,14 @@ type Options struct {
 	// only, and the replacement then lists as with this set.
 	RelistOnCompaction bool
 
+	// Snapshots, when set, gives the groups that Warm starts their first
+	// list: the slots' objects from the members that serve them now, which
+	// keeps a newcomer's join from costing a list of its slots from the API
+	// server (without the watch cache, a scan of every object of the kind in
+	// etcd). Optional; ignored when the sharded kinds are cached in some
+	// namespaces only.
+	Snapshots SnapshotSource
+
 	// Clock times compaction. Default: the real clock.
 	Clock clock.Clock
 }

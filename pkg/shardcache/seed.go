@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,42 +18,54 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 )
 
-// A compaction's replacement does not list its slots from the API server:
-// the group it replaces holds every object of them already, decoded and
-// current. Its informers take their first list from that group's store and
-// watch the API server from where the store stands. Without this, every
-// member that gave slots away in a rebalance lists the slots it kept again
-// CompactAfter later, all at the same moment: without the API server's watch
-// cache, each of those lists is a scan of every object of the kind in etcd.
+// A slot group's informers can take their first list from caches that hold
+// the slots already, and watch the API server from where those caches stand:
 //
-// Where the store stands: an informer applies the events of its watch in
+//   - a compaction's replacement from the store of the group it replaces (a
+//     member that gave slots away would otherwise list the slots it kept
+//     again, CompactAfter later, at the same moment as every other member
+//     that gave slots away: without the API server's watch cache, each such
+//     list is a scan of every object of the kind in etcd);
+//   - a warm group from the members that serve its slots now, when the cache
+//     has a SnapshotSource (see snapshot.go).
+//
+// Where a store stands: an informer applies the events of its watch in
 // resourceVersion order, after a list that holds the objects as of one
 // resourceVersion. So if the store holds an object at resourceVersion M,
 // every change up to M is in the store, and a watch from M delivers every
-// change after it. What it may deliver again is only what happened after M
-// and is in the store already without a trace of M's successor: deletions
-// (of objects the replacement does not hold, so handlers see a deletion of
-// an object already gone, which controller-runtime's handlers take as an
-// enqueue), and an object created and deleted again (an Add and a Delete of
-// it). No change is lost, and no object goes back to an older state. The
-// informer's resourceVersion, read beside the store, would say more but is
-// not safe: the reflector sets it when an event enters the informer's queue,
-// before the store has it.
+// change after it. The informer's resourceVersion, read beside the store,
+// would say more but is not safe: the reflector sets it when an event enters
+// the informer's queue, before the store has it.
 //
-// The list from the store is refused, and the replacement lists from the API
-// server as before, when the old group's informer of the kind has not synced
-// or is gone, when a resourceVersion is not a number (etcd's and kine's are),
-// or when the store is empty. A watch from a resourceVersion the API server
-// has compacted away fails with 410 Gone; the reflector then lists from the
-// API server.
+// Objects of several stores come at several versions, one per slot. The
+// watch starts from the oldest, and drops an event of slot s at or below the
+// version of s's store: the list has it already, and applying it would take
+// the object back to an older state. What the watch may still deliver again
+// is what happened after a store's version and is in the store without a
+// trace of that version: deletions (of objects the list does not hold, so
+// handlers see a deletion of an object already gone, which
+// controller-runtime's handlers take as an enqueue), and objects created and
+// deleted again (an Add and a Delete). No change is lost, and no object
+// goes back to an older state.
+//
+// When the first list cannot come from another cache (the old group's
+// informer has not synced or is gone, a resourceVersion is not a number, as
+// etcd's and kine's are, the store is empty, a peer does not answer), the
+// informer lists from the API server. A watch from a resourceVersion the API
+// server has compacted away fails with 410 Gone; the reflector then lists
+// from the API server.
 
-// seedable tells whether a compaction's replacement can take its first list
-// from the group it replaces: when every sharded kind is cached across all
-// namespaces. A cache restricted to namespaces has one informer per
-// namespace, and their lists cannot tell the store which namespace they are
-// for.
+// firstList returns the first list of an informer of a kind: objects, and
+// per slot the resourceVersion they are current to (every slot of the
+// group, with or without objects).
+type firstList func(ctx context.Context, key kindKey) (items []runtime.Object, versions map[int]uint64, err error)
+
+// seedable tells whether a group's informers can take their first list from
+// elsewhere: when every sharded kind is cached across all namespaces. A
+// cache restricted to namespaces has one informer per namespace, and their
+// lists cannot tell a store which namespace they are for.
 func (c *Cache) seedable() bool {
-	if c.opts.RelistOnCompaction || c.base.DefaultNamespaces != nil {
+	if c.base.DefaultNamespaces != nil {
 		return false
 	}
 	for _, bo := range c.byObject {
@@ -63,17 +76,82 @@ func (c *Cache) seedable() bool {
 	return true
 }
 
-// seededInformer returns a cache.Options.NewInformer for the replacement of
-// from that serves slots: each informer's first list returns the objects of
-// those slots from the store of from's informer of the same kind, and
-// everything else goes to lw (through next).
-func (c *Cache) seededInformer(from *group, slots []int, next newInformerFunc) newInformerFunc {
+// fromGroup is the first list of a compaction's replacement for slots: the
+// objects of those slots in the store of from's informer of the kind, at the
+// store's newest resourceVersion.
+func (c *Cache) fromGroup(from *group, slots []int) firstList {
+	return func(_ context.Context, key kindKey) ([]runtime.Object, map[int]uint64, error) {
+		c.mu.RLock()
+		inf, retired := from.informers[key], from.retired
+		c.mu.RUnlock()
+		switch {
+		case retired || inf == nil:
+			return nil, nil, errors.New("the old group stopped")
+		case !inf.HasSynced():
+			return nil, nil, errors.New("the old group has not synced")
+		}
+		items, newest, err := c.storeSlots(key, inf, slots)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, obj := range items {
+			items[i] = obj.DeepCopyObject()
+		}
+		versions := make(map[int]uint64, len(slots))
+		for _, s := range slots {
+			versions[s] = newest
+		}
+		return items, versions, nil
+	}
+}
+
+// storeSlots returns the objects of slots in inf's store (not copies) and
+// the newest resourceVersion the store holds.
+func (c *Cache) storeSlots(key kindKey, inf cache.Informer, slots []int) ([]runtime.Object, uint64, error) {
+	var (
+		newest uint64
+		items  []runtime.Object
+	)
+	for _, o := range storeOf(inf) {
+		obj, ok := o.(runtime.Object)
+		if !ok {
+			return nil, 0, fmt.Errorf("the store holds a %T", o)
+		}
+		rv, err := resourceVersion(obj)
+		if err != nil {
+			return nil, 0, err
+		}
+		newest = max(newest, rv)
+		if s, ok := c.slotOf(key.gvk, obj); ok {
+			if _, found := slices.BinarySearch(slots, s); found {
+				items = append(items, obj)
+			}
+		}
+	}
+	if newest == 0 {
+		return nil, 0, errors.New("the store is empty")
+	}
+	return items, newest, nil
+}
+
+func resourceVersion(obj runtime.Object) (uint64, error) {
+	m, err := apimeta.Accessor(obj)
+	if err != nil {
+		return 0, err
+	}
+	rv, err := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("resourceVersion %q of %s/%s is not a number", m.GetResourceVersion(), m.GetNamespace(), m.GetName())
+	}
+	return rv, nil
+}
+
+// seededInformer returns a cache.Options.NewInformer whose informers take
+// their first list from first and everything else from lw (through next).
+// what names first's source in logs.
+func (c *Cache) seededInformer(first firstList, what string, next newInformerFunc) newInformerFunc {
 	if next == nil {
 		next = toolscache.NewSharedIndexInformer
-	}
-	keep := make(map[int]bool, len(slots))
-	for _, s := range slots {
-		keep[s] = true
 	}
 	return func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
 		key, err := c.keyFor(obj)
@@ -81,7 +159,7 @@ func (c *Cache) seededInformer(from *group, slots []int, next newInformerFunc) n
 			return next(lw, obj, resync, indexers)
 		}
 		s := &seedLW{
-			c: c, from: from, key: key, keep: keep,
+			c: c, key: key, first: first, what: what,
 			inner:  toolscache.ToListerWatcherWithContext(lw),
 			seeded: map[string]bool{},
 		}
@@ -89,18 +167,19 @@ func (c *Cache) seededInformer(from *group, slots []int, next newInformerFunc) n
 	}
 }
 
-// seedLW is the ListerWatcher of a replacement's informer: its first list
-// comes from the old group's store, the rest from the API server.
+// seedLW is the ListerWatcher of an informer whose first list comes from
+// other caches; the rest comes from the API server.
 type seedLW struct {
 	c     *Cache
-	from  *group
 	key   kindKey
-	keep  map[int]bool
+	first firstList
+	what  string
 	inner toolscache.ListerWatcherWithContext
 	used  atomic.Bool
 
-	mu     sync.Mutex
-	seeded map[string]bool // namespace/name@resourceVersion of the objects listed from the store
+	mu       sync.Mutex
+	seeded   map[string]bool // namespace/name@resourceVersion of the objects of the first list
+	versions map[int]uint64  // per slot, the version of the first list; nil when they are all one
 }
 
 var (
@@ -112,20 +191,91 @@ func (l *seedLW) ListWithContext(ctx context.Context, opts metav1.ListOptions) (
 	if opts.Continue != "" || l.used.Swap(true) {
 		return l.inner.ListWithContext(ctx, opts)
 	}
-	list, n, err := l.snapshot()
 	l.c.mu.RLock()
-	log := l.c.loggerLocked().WithValues("kind", l.key.gvk.Kind, "group", l.from.id)
+	log := l.c.loggerLocked().WithValues("kind", l.key.gvk.Kind, "from", l.what)
 	l.c.mu.RUnlock()
+	list, n, err := l.seed(ctx)
 	if err != nil {
-		log.V(1).Info("Compaction lists from the API server", "reason", err.Error())
+		log.V(1).Info("Listing from the API server instead", "reason", err.Error())
 		return l.inner.ListWithContext(ctx, opts)
 	}
-	log.V(1).Info("Compaction lists from the old group's store", "objects", n, "resourceVersion", list.(*metav1.List).ResourceVersion)
+	log.V(1).Info("Listed from other caches", "objects", n, "resourceVersion", list.ResourceVersion)
 	return list, nil
 }
 
+// seed builds the first list, at the oldest of its versions.
+func (l *seedLW) seed(ctx context.Context) (*metav1.List, int, error) {
+	items, versions, err := l.first(ctx, l.key)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(versions) == 0 {
+		return nil, 0, errors.New("no version")
+	}
+	oldest, newest := uint64(0), uint64(0)
+	for _, v := range versions {
+		if oldest == 0 || v < oldest {
+			oldest = v
+		}
+		newest = max(newest, v)
+	}
+	if oldest == 0 {
+		return nil, 0, errors.New("a version is 0")
+	}
+	keys := make([]string, 0, len(items))
+	for _, obj := range items {
+		m, err := apimeta.Accessor(obj)
+		if err != nil {
+			return nil, 0, err
+		}
+		keys = append(keys, seedKey(m.GetNamespace(), m.GetName(), m.GetResourceVersion()))
+	}
+	list := &metav1.List{}
+	if err := apimeta.SetList(list, items); err != nil {
+		return nil, 0, err
+	}
+	list.ResourceVersion = strconv.FormatUint(oldest, 10)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		l.seeded[k] = true
+	}
+	if newest > oldest {
+		l.versions = versions
+	}
+	return list, len(items), nil
+}
+
 func (l *seedLW) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return l.inner.WatchWithContext(ctx, opts)
+	w, err := l.inner.WatchWithContext(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	versions := l.versions
+	l.mu.Unlock()
+	if versions == nil {
+		return w, nil
+	}
+	// After a list from the API server, every event is newer than every
+	// version: the filter drops nothing then.
+	return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
+		switch ev.Type {
+		case watch.Added, watch.Modified, watch.Deleted:
+		default:
+			return ev, true
+		}
+		s, ok := l.c.slotOf(l.key.gvk, ev.Object)
+		if !ok {
+			return ev, true
+		}
+		v, ok := versions[s]
+		if !ok {
+			return ev, true
+		}
+		rv, err := resourceVersion(ev.Object)
+		return ev, err != nil || rv > v
+	}), nil
 }
 
 func (l *seedLW) List(opts metav1.ListOptions) (runtime.Object, error) {
@@ -137,65 +287,12 @@ func (l *seedLW) Watch(opts metav1.ListOptions) (watch.Interface, error) {
 }
 
 // IsWatchListSemanticsUnSupported makes the reflector list: a streamed
-// initial list would bypass the store.
+// initial list would bypass the first list.
 func (l *seedLW) IsWatchListSemanticsUnSupported() bool { return true }
 
-// snapshot returns the objects of the kept slots in the old group's store,
-// deep copies, as a list at the newest resourceVersion the store holds, and
-// their number.
-func (l *seedLW) snapshot() (runtime.Object, int, error) {
-	l.c.mu.RLock()
-	inf, retired := l.from.informers[l.key], l.from.retired
-	l.c.mu.RUnlock()
-	switch {
-	case retired || inf == nil:
-		return nil, 0, errors.New("the old group stopped")
-	case !inf.HasSynced():
-		return nil, 0, errors.New("the old group has not synced")
-	}
-	var (
-		newest uint64
-		items  []runtime.Object
-		keys   []string
-	)
-	for _, o := range storeOf(inf) {
-		obj, ok := o.(runtime.Object)
-		if !ok {
-			return nil, 0, fmt.Errorf("the store holds a %T", o)
-		}
-		m, err := apimeta.Accessor(obj)
-		if err != nil {
-			return nil, 0, err
-		}
-		rv, err := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
-		if err != nil {
-			return nil, 0, fmt.Errorf("resourceVersion %q of %s/%s is not a number", m.GetResourceVersion(), m.GetNamespace(), m.GetName())
-		}
-		newest = max(newest, rv)
-		if s, ok := l.c.slotOf(l.key.gvk, obj); ok && l.keep[s] {
-			items = append(items, obj.DeepCopyObject())
-			keys = append(keys, seedKey(m.GetNamespace(), m.GetName(), m.GetResourceVersion()))
-		}
-	}
-	if newest == 0 {
-		return nil, 0, errors.New("the old group's store is empty")
-	}
-	list := &metav1.List{}
-	if err := apimeta.SetList(list, items); err != nil {
-		return nil, 0, err
-	}
-	list.ResourceVersion = strconv.FormatUint(newest, 10)
-	l.mu.Lock()
-	for _, k := range keys {
-		l.seeded[k] = true
-	}
-	l.mu.Unlock()
-	return list, len(items), nil
-}
-
-// fromStore tells whether obj is one the store's list returned, and forgets
-// it: each arrives once.
-func (l *seedLW) fromStore(obj any) bool {
+// fromFirstList tells whether obj is one the first list returned, and
+// forgets it: each arrives once.
+func (l *seedLW) fromFirstList(obj any) bool {
 	m, err := apimeta.Accessor(obj)
 	if err != nil {
 		return false
@@ -212,9 +309,10 @@ func (l *seedLW) fromStore(obj any) bool {
 
 func seedKey(namespace, name, rv string) string { return namespace + "/" + name + "@" + rv }
 
-// seededInf is a replacement's informer. Objects listed from the old group's
-// store were transformed on their way into it; they skip the transform,
-// which need not be idempotent (one may turn an object into another type).
+// seededInf is the informer of a seedLW. Objects of the first list were
+// transformed on their way into the caches they come from; they skip the
+// transform, which need not be idempotent (one may turn an object into
+// another type).
 type seededInf struct {
 	toolscache.SharedIndexInformer
 	lw *seedLW
@@ -225,7 +323,7 @@ func (i *seededInf) SetTransform(f toolscache.TransformFunc) error {
 		return i.SharedIndexInformer.SetTransform(nil)
 	}
 	return i.SharedIndexInformer.SetTransform(func(obj any) (any, error) {
-		if i.lw.fromStore(obj) {
+		if i.lw.fromFirstList(obj) {
 			return obj, nil
 		}
 		return f(obj)

@@ -52,7 +52,7 @@ func (c *Cache) AddSlots(ctx context.Context, slots []int) error {
 		c.mu.Unlock()
 		return c.adopt(ctx, warm)
 	}
-	g, err := c.newGroupLocked(ctx, gained, nil)
+	g, err := c.newGroupLocked(ctx, gained, nil, "")
 	if err != nil {
 		c.mu.Unlock()
 		return fmt.Errorf("caching slots %s: %w", formatSlots(gained), err)
@@ -167,7 +167,7 @@ func (c *Cache) reviewLocked(g *group) {
 // cached or delivered yet, so the replacement simply takes its place.
 func (c *Cache) replaceUnstartedLocked(ctx context.Context, g *group) {
 	live := c.ownedLocked(g)
-	n, err := c.newGroupLocked(ctx, live, nil)
+	n, err := c.newGroupLocked(ctx, live, nil, "")
 	if err != nil {
 		c.loggerLocked().Error(err, "Cannot compact slot group; it keeps its removed slots", "group", g.id)
 		return
@@ -209,7 +209,11 @@ func (c *Cache) compact(ctx context.Context, g *group) {
 		c.mu.Unlock()
 		return
 	}
-	n, err := c.newGroupLocked(ctx, live, g)
+	var first firstList
+	if !c.opts.RelistOnCompaction {
+		first = c.fromGroup(g, live)
+	}
+	n, err := c.newGroupLocked(ctx, live, first, fmt.Sprintf("slot group %d", g.id))
 	if err != nil {
 		// Keep the flag: another attempt is not likelier to succeed soon,
 		// and the objects of the lost slots are invisible all the same.

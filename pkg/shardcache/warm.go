@@ -36,7 +36,11 @@ func (c *Cache) Warm(ctx context.Context, slots []int) error {
 	if len(fresh) == 0 {
 		return nil
 	}
-	g, err := c.newGroupLocked(ctx, fresh, nil)
+	var first firstList
+	if c.opts.Snapshots != nil {
+		first = c.fromPeers(fresh)
+	}
+	g, err := c.newGroupLocked(ctx, fresh, first, "peers")
 	if err != nil {
 		return fmt.Errorf("warming slots %s: %w", formatSlots(fresh), err)
 	}
