@@ -56,6 +56,7 @@ type config struct {
 	journal                 string
 	cacheCompactAfter       time.Duration
 	cacheCompactRelist      bool
+	peerAddress, peerCAFile string
 	gainWindow              time.Duration
 	warmupTimeout           time.Duration
 	labelerSweep            time.Duration
@@ -91,6 +92,8 @@ Usage: largedata-operator [flags]
 	fs.DurationVar(&c.labelerSweep, "labeler-sweep-interval", 10*time.Minute, "How often the coordinator's labeler lists every object of the ring's kinds to find slot labels that name the wrong slot (missing labels and labels that name no slot it repairs at once, from a watch, and a LargeData labelled with another valid slot is relabelled by the member that holds it; the sweep is the safety net, and what repairs children). Each sweep lists every LargeData, which with the API server's watch cache off for them is a scan of etcd that grows with the objects (at 300,000 a sweep took 9 minutes); set it to hours there.")
 	fs.DurationVar(&c.cacheCompactAfter, "cache-compact-after", shardcache.DefaultCompactAfter, "How long the cache keeps the objects of slots this replica gave away before it frees them, replacing its informers by ones for the slots it kept, filled from the informers they replace.")
 	fs.BoolVar(&c.cacheCompactRelist, "cache-compact-relist", false, "Make those replacements list the slots they keep from the API server instead, as before (for comparison): each such list scans every LargeData in etcd when the API server's watch cache is off for them.")
+	fs.StringVar(&c.peerAddress, "peer-address", "", "host:port where the other replicas reach this one's metrics server, such as $(POD_IP):8443. Turns peer snapshots on: a replica that gains slots takes their objects from the replicas serving them instead of listing them from the API server (without the API server's watch cache, a scan of every LargeData in etcd). Needs --peer-ca-file over HTTPS; plain HTTP (--metrics-secure=false) only on a loopback address. Default: off.")
+	fs.StringVar(&c.peerCAFile, "peer-ca-file", "", "PEM bundle of the CA certificates that verify the other replicas' metrics servers (see --metrics-cert-dir), for --peer-address over HTTPS.")
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", serving.DefaultWarmupTimeout, "How long a replica giving slots away in a rebalance keeps serving them while the replica that gains them lists their objects; it lets go as soon as that replica's Lease says they are cached. The slots are never left waiting for a list. Negative: let go at once (the gaining replica lists after it has the slots).")
 	fs.DurationVar(&c.gainWindow, "gain-window", serving.DefaultGainWindow, "How long a replica that gains slots in a rebalance waits for the rest of them before its cache lists what it gained, so that it lists once: with the API server's watch cache off for LargeData each list scans all of them in etcd. The slots are served meanwhile. Negative: list each batch at once.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
@@ -186,7 +189,7 @@ func run() error {
 			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
 			CacheCompactAfter: cfg.cacheCompactAfter, CacheRelistOnCompaction: cfg.cacheCompactRelist,
 			LabelerSweepInterval: cfg.labelerSweep, GainWindow: cfg.gainWindow,
-			WarmupTimeout: cfg.warmupTimeout,
+			WarmupTimeout: cfg.warmupTimeout, PeerAddress: cfg.peerAddress, PeerCAFile: cfg.peerCAFile,
 			// The webhook already patches every created LargeData (its slot
 			// label); the finalizer rides along instead of costing each
 			// object a write of its own.

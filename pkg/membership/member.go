@@ -99,6 +99,10 @@ type Options struct {
 	// itself, before Run (or the PublishServing that noticed) returns ErrFenced.
 	// It should stop every slot at once. Optional.
 	OnFenced func()
+
+	// Annotations are written on the Lease with every renewal, beside the
+	// member's own (such as shardingv1alpha1.AnnotationSnapshotURL). Optional.
+	Annotations map[string]string
 }
 
 // withDefaults is the one place where zero fields get their defaults.
@@ -347,6 +351,9 @@ func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int,
 	lease.Labels[LabelMember] = m.opts.Name
 	if lease.Annotations == nil {
 		lease.Annotations = map[string]string{}
+	}
+	for k, v := range m.opts.Annotations {
+		lease.Annotations[k] = v
 	}
 	lease.Annotations[shardingv1alpha1.AnnotationServing] = ring.FormatRanges(serving)
 	lease.Annotations[shardingv1alpha1.AnnotationEpoch] = strconv.FormatInt(epoch, 10)

@@ -87,6 +87,7 @@ func NewAgent(c client.Client, reader client.Reader, opts Options, metrics *Metr
 		Slots:         opts.Slots,
 		Clock:         opts.Clock,
 		OnFenced:      a.fenced,
+		Annotations:   opts.LeaseAnnotations,
 	})
 	if err != nil {
 		return nil, err

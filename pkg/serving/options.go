@@ -89,6 +89,10 @@ type Options struct {
 	// warm nothing.
 	WarmupTimeout time.Duration
 
+	// LeaseAnnotations are written on the member's Lease beside its own
+	// (membership.Options.Annotations). Optional.
+	LeaseAnnotations map[string]string
+
 	// OnLose is called after the member stopped serving slots and no
 	// reconcile of them runs any more, for instance to drop them from a cache.
 	// Optional.

@@ -67,6 +67,29 @@ type Options struct {
 	// way back should that ever misbehave.
 	CacheRelistOnCompaction bool
 
+	// PeerAddress turns peer snapshots on: it is the host:port where the
+	// other members reach this member's metrics server, such as
+	// $(POD_IP):8443. The member then serves the objects its cache holds at
+	// SnapshotPath there and publishes that URL on its Lease; and when it
+	// warms slots it gains (WarmupTimeout), it asks the members serving them
+	// for their objects and only watches the API server from there, so that
+	// a join costs the API server no list of the sharded kinds (without the
+	// watch cache, a scan of every object of the kind in etcd). Any failure
+	// lists from the API server as before. The metrics server's
+	// authentication and authorization guard the path (ctrl.Options.Metrics;
+	// give the members' role get on it); over HTTPS PeerCAFile is required,
+	// and plain HTTP is accepted on loopback addresses only. Needs the cache
+	// Setup gives the manager and a cache of every namespace. Default: off.
+	PeerAddress string
+
+	// PeerCAFile is a PEM bundle of the CA certificates that verify the other
+	// members' metrics servers. Required with PeerAddress over HTTPS.
+	PeerCAFile string
+
+	// PeerSnapshotTimeout bounds a member's wait for the snapshots of the
+	// slots it warms. Default DefaultPeerSnapshotTimeout (2m).
+	PeerSnapshotTimeout time.Duration
+
 	// GainWindow is how long a member that gains slots in a rebalance waits
 	// for the rest of them, while more are on their way to it, before its
 	// cache lists what it gained, so that it lists once
@@ -104,6 +127,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
+	}
+	if o.PeerSnapshotTimeout == 0 {
+		o.PeerSnapshotTimeout = DefaultPeerSnapshotTimeout
 	}
 	return o
 }

@@ -44,6 +44,7 @@ type Ring struct {
 	// relabel repairs wrong slot labels of the sharded kind in selectorMode
 	// Labels; nil with several sharded kinds or in selectorMode ShardSelector.
 	relabel *memberRelabel
+	peers   *peers // Options.PeerAddress; nil without
 }
 
 // New makes the manager's replica a member of the ring: it holds the
@@ -107,6 +108,11 @@ func (r *Ring) attach(mgr ctrl.Manager) error {
 		GainWindow:    opts.GainWindow,
 		WarmupTimeout: opts.WarmupTimeout,
 		Clock:         opts.Clock,
+	}
+	if r.peers != nil {
+		agentOpts.LeaseAnnotations = map[string]string{shardingv1alpha1.AnnotationSnapshotURL: r.peers.url}
+		var reader client.Reader = direct
+		r.peers.source.reader.Store(&reader)
 	}
 	if sc, ok := mgr.GetCache().(SlotCache); ok {
 		agentOpts.OnGain = sc.AddSlots

@@ -68,7 +68,24 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 	cacheOpts.CompactAfter = opts.CacheCompactAfter
 	cacheOpts.RelistOnCompaction = opts.CacheRelistOnCompaction
 
-	mgrOpts.NewCache = shardcache.NewCacheFunc(cacheOpts)
+	peers, err := setupPeers(cfg, mgrOpts, opts, key, cacheOpts.Slots)
+	if err != nil {
+		return nil, err
+	}
+	if peers != nil {
+		cacheOpts.Snapshots = peers.source
+	}
+	newCache := shardcache.NewCacheFunc(cacheOpts)
+	mgrOpts.NewCache = newCache
+	if peers != nil {
+		mgrOpts.NewCache = func(cfg *rest.Config, o cache.Options) (cache.Cache, error) {
+			c, err := newCache(cfg, o)
+			if sc, ok := c.(*shardcache.Cache); ok {
+				peers.handler.set(sc)
+			}
+			return c, err
+		}
+	}
 	// The ShardRing is watched in the ring's namespace only, as every read
 	// of the ring is there: the Role a ring needs grants no more.
 	if mgrOpts.Cache.ByObject == nil {
@@ -88,7 +105,7 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 		return nil, fmt.Errorf("sharding: ctrl.Options.GracefulShutdownTimeout is %s, shorter than a member's leave (drain %s + renew deadline %s + %s): leave it unset, or raise it (and the pod's terminationGracePeriodSeconds)",
 			*mgrOpts.GracefulShutdownTimeout, opts.DrainTimeout, renewDeadline, shutdownMargin)
 	}
-	return &Ring{opts: opts, key: key, sr: sr, slots: cacheOpts.Slots, setup: true}, nil
+	return &Ring{opts: opts, key: key, sr: sr, slots: cacheOpts.Slots, setup: true, peers: peers}, nil
 }
 
 // checkManagerOptions refuses manager options that Setup cannot honour.

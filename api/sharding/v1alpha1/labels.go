@@ -35,6 +35,12 @@ const (
 	// slot is never left without a member ready to reconcile it while the
 	// receiver lists its objects.
 	AnnotationWarm = "sharding.kubeshard.dev/warm"
+
+	// AnnotationSnapshotURL, on a member's Lease, is the URL where the member
+	// serves the objects its cache holds to the members that gain its slots,
+	// so that they need not list them from the API server. Written only by
+	// members that serve snapshots.
+	AnnotationSnapshotURL = "sharding.kubeshard.dev/snapshot-url"
 )
 
 // Values of AnnotationShardSelector.
