@@ -83,9 +83,10 @@ func TestClientFlagsRejectZeroQPS(t *testing.T) {
 	}
 }
 
-// --postgres starts a store beside the local cluster, --storage and
-// --apiserver-args configure the local cluster, --faults signals its
-// processes; with a given cluster none of them is the harness's to choose.
+// --postgres starts a store beside the local cluster, --storage,
+// --apiserver-args and --peer-snapshots configure the local cluster, --faults
+// signals its processes; with a given cluster none of them is the harness's
+// to choose.
 // (It also checks that a scale is given time to settle: --rebalance-timeout
 // must be positive.)
 func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
@@ -107,6 +108,8 @@ func TestRunRefusesLocalClusterFlagsWithAKubeconfig(t *testing.T) {
 		{[]string{"--faults", "kill@30s", "--kubeconfig", "some.kubeconfig"}, false},
 		{[]string{"--faults", "kill@30s", "--fault-objects", "0"}, false},
 		{[]string{"--fault-objects", "0"}, true}, // no faults: nothing to create
+		{[]string{"--peer-snapshots"}, true},
+		{[]string{"--peer-snapshots", "--kubeconfig", "some.kubeconfig"}, false},
 		{[]string{"--rebalance-timeout", "0s"}, false},
 		{[]string{"--rebalance-timeout", "30m"}, true},
 	} {

@@ -65,6 +65,7 @@ type scenario struct {
 	storage          string
 	profileLength    time.Duration
 	postgres         bool
+	peerSnapshots    bool
 	ring             string
 	statefulSet      string
 
@@ -96,6 +97,7 @@ func (sc *scenario) register(fs *flag.FlagSet) {
 	fs.StringVar(&sc.apiServerEnv, "apiserver-env", "", "Variables added to kube-apiserver's environment (local cluster only), such as GOGC=400: with the watch cache off for LargeData its heap is small and the Go collector runs often.")
 	fs.StringVar(&sc.storage, "storage", "etcd", "The local cluster's storage: etcd, or kine (bin/k8s/kine, `make k8s-bins`) over a throwaway PostgreSQL server of its own.")
 	fs.BoolVar(&sc.postgres, "postgres", false, "Run a throwaway PostgreSQL server on loopback (the Debian package's binaries) and the members with --store=postgres on it (local cluster only). Default: each member's in-memory store, which a new owner of a slot must rebuild.")
+	fs.BoolVar(&sc.peerSnapshots, "peer-snapshots", false, "Start the members with peer snapshots (--peer-address; local cluster only): a member that gains slots takes their objects from the members serving them instead of listing them from the API server.")
 	fs.StringVar(&sc.ring, "ring", "kubeshard-system/largedata", "Namespace/name of the operator's ShardRing.")
 	fs.StringVar(&sc.statefulSet, "statefulset", "kubeshard-system/largedata-operator", "Namespace/name of the operator's StatefulSet.")
 }
@@ -109,6 +111,9 @@ func (sc *scenario) validate() error {
 	}
 	if sc.members < 1 || sc.baseline < 0 || sc.churnShare <= 0 || sc.churnShare > 1 || sc.churnDuration < 0 || sc.sampleInterval <= 0 || sc.reconcileTimeout <= 0 || sc.rebalanceTimeout <= 0 {
 		errs = append(errs, errors.New("--members must be at least 1, --baseline not negative, --churn-share in (0, 1], --churn-duration not negative, --sample-interval, --reconcile-timeout and --rebalance-timeout positive"))
+	}
+	if sc.peerSnapshots && sc.client.kubeconfig != "" {
+		errs = append(errs, errors.New("--peer-snapshots configures the local cluster's members; with --kubeconfig, the operator runs as deployed"))
 	}
 	if sc.postgres && sc.client.kubeconfig != "" {
 		errs = append(errs, errors.New("--postgres starts the store of the local cluster; with --kubeconfig, the operator's store is its own"))
@@ -200,7 +205,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 	if local {
 		env, err = localenv.Start(ctx, localenv.Options{
 			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
-			APIServerArgs: strings.Fields(sc.apiServerArgs), APIServerEnv: strings.Fields(sc.apiServerEnv), Kine: sc.storage == "kine", Postgres: sc.postgres, Progress: sc.progress,
+			APIServerArgs: strings.Fields(sc.apiServerArgs), APIServerEnv: strings.Fields(sc.apiServerEnv), Kine: sc.storage == "kine", Postgres: sc.postgres, PeerSnapshots: sc.peerSnapshots, Progress: sc.progress,
 			Journals: len(faults) > 0, AuditLists: len(faults) > 0,
 		})
 		if env != nil {
@@ -292,6 +297,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		if sc.postgres {
 			in.Scenario.Store = "postgres"
 		}
+		in.Scenario.PeerSnapshots = sc.peerSnapshots
 	} else if n, err := currentReplicas(ctx, cs, key(sc.statefulSet)); err == nil {
 		in.Scenario.Members = n
 	}
@@ -427,7 +433,8 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 				}
 				step("Scaling the StatefulSet %d -> %d", from, s.replicas)
 				event(fmt.Sprintf("scale %d -> %d", from, s.replicas))
-				w := report.Window{From: from, To: s.replicas, Start: since()}
+				w := report.Window{From: from, To: s.replicas, Start: since(), Lists: -1}
+				listsBefore, listsErr := largeDataLists(ctx, cs)
 				deadline := time.Now().Add(sc.rebalanceTimeout)
 				if err := localenv.WaitSettled(ctx, c, key(sc.ring), s.replicas, sc.rebalanceTimeout); err != nil {
 					scaleErr = err
@@ -442,6 +449,9 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 							step("Every member serves its slots from a synced cache after %.1f s", w.Synced-w.Start)
 						}
 					}
+				}
+				if after, err := largeDataLists(ctx, cs); err == nil && listsErr == nil {
+					w.Lists = after - listsBefore
 				}
 				mu.Lock()
 				in.Rebalances = append(in.Rebalances, w)
@@ -603,4 +613,18 @@ func setReplicas(ctx context.Context, cs kubernetes.Interface, sts types.Namespa
 		return fmt.Errorf("scaling %s to %d: %w", sts, replicas, err)
 	}
 	return nil
+}
+
+// largeDataLists reads from the API server's metrics how many LIST requests
+// of LargeData it has answered since it started.
+func largeDataLists(ctx context.Context, cs kubernetes.Interface) (int, error) {
+	body, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	a, err := readAPIServerFigures(body)
+	if err != nil {
+		return 0, err
+	}
+	return a.lists["largedata"], nil
 }

@@ -57,6 +57,7 @@ type config struct {
 	cacheCompactAfter       time.Duration
 	cacheCompactRelist      bool
 	peerAddress, peerCAFile string
+	peerTokenFile           string
 	gainWindow              time.Duration
 	warmupTimeout           time.Duration
 	labelerSweep            time.Duration
@@ -94,6 +95,7 @@ Usage: largedata-operator [flags]
 	fs.BoolVar(&c.cacheCompactRelist, "cache-compact-relist", false, "Make those replacements list the slots they keep from the API server instead, as before (for comparison): each such list scans every LargeData in etcd when the API server's watch cache is off for them.")
 	fs.StringVar(&c.peerAddress, "peer-address", "", "host:port where the other replicas reach this one's metrics server, such as $(POD_IP):8443. Turns peer snapshots on: a replica that gains slots takes their objects from the replicas serving them instead of listing them from the API server (without the API server's watch cache, a scan of every LargeData in etcd). Needs --peer-ca-file over HTTPS; plain HTTP (--metrics-secure=false) only on a loopback address. Default: off.")
 	fs.StringVar(&c.peerCAFile, "peer-ca-file", "", "PEM bundle of the CA certificates that verify the other replicas' metrics servers (see --metrics-cert-dir), for --peer-address over HTTPS.")
+	fs.StringVar(&c.peerTokenFile, "peer-token-file", "", "File with the bearer token this replica shows the others for --peer-address. Default: the token of its API credentials (in a pod, its ServiceAccount's).")
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", serving.DefaultWarmupTimeout, "How long a replica giving slots away in a rebalance keeps serving them while the replica that gains them lists their objects; it lets go as soon as that replica's Lease says they are cached. The slots are never left waiting for a list. Negative: let go at once (the gaining replica lists after it has the slots).")
 	fs.DurationVar(&c.gainWindow, "gain-window", serving.DefaultGainWindow, "How long a replica that gains slots in a rebalance waits for the rest of them before its cache lists what it gained, so that it lists once: with the API server's watch cache off for LargeData each list scans all of them in etcd. The slots are served meanwhile. Negative: list each batch at once.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
@@ -190,6 +192,7 @@ func run() error {
 			CacheCompactAfter: cfg.cacheCompactAfter, CacheRelistOnCompaction: cfg.cacheCompactRelist,
 			LabelerSweepInterval: cfg.labelerSweep, GainWindow: cfg.gainWindow,
 			WarmupTimeout: cfg.warmupTimeout, PeerAddress: cfg.peerAddress, PeerCAFile: cfg.peerCAFile,
+			PeerTokenFile: cfg.peerTokenFile,
 			// The webhook already patches every created LargeData (its slot
 			// label); the finalizer rides along instead of costing each
 			// object a write of its own.

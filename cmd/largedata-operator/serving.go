@@ -10,10 +10,13 @@ import (
 
 // The metrics endpoint authenticates every scrape with a TokenReview and
 // authorizes it with a SubjectAccessReview (get on the non-resource URL
-// /metrics: the ClusterRole metrics-reader grants it to a scraper).
+// /metrics: the ClusterRole metrics-reader grants it to a scraper). With
+// --peer-address it also serves the snapshots the replicas ask each other
+// for, which their own role lets them get.
 //
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// +kubebuilder:rbac:urls=/kubeshard/v1/snapshot,verbs=get
 
 // metricsOptions serves the metrics on addr: over HTTPS behind the API
 // server's authentication and authorization when secure (the certificate in

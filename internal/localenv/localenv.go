@@ -94,9 +94,19 @@ type Options struct {
 	// of LargeData to AuditLog(), with the client's user agent: the members
 	// and the harness share the admin identity here, not their programs.
 	AuditLists bool
+	// PeerSnapshots starts the members with peer snapshots (the operator's
+	// --peer-address): a member that gains slots takes their objects from
+	// the members serving them instead of listing them. Their metrics
+	// servers share one certificate made here (for 127.0.0.1, its own CA),
+	// and each shows the others a token of the operator's ServiceAccount,
+	// whose ClusterRole lets it get the snapshot path. Default: off.
+	PeerSnapshots bool
 	// Progress receives one line per step; nil prints nothing.
 	Progress io.Writer
 }
+
+// OperatorServiceAccount is the members' ServiceAccount in deploy/local.
+const OperatorServiceAccount = "kubeshard-operator"
 
 // auditPolicy records lists of LargeData at the Metadata level (who, when,
 // the response code) and nothing else.
@@ -230,6 +240,18 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		pgURL.RawQuery = q.Encode()
 		operatorArgs = append(slices.Clone(operatorArgs), "--store=postgres", "--postgres-url="+pgURL.String())
 	}
+	extraEnv := []string{}
+	peerToken := filepath.Join(opts.Dir, "peer-token")
+	if opts.PeerSnapshots {
+		metricsCerts := filepath.Join(opts.Dir, "metrics-certs")
+		if _, err := webhookcert.Write(metricsCerts, "kubeshard-loadtest-metrics"); err != nil {
+			return nil, fmt.Errorf("writing the members' metrics certificate: %w", err)
+		}
+		extraEnv = append(extraEnv, "METRICS_CERT_DIR="+metricsCerts, "PEER_TOKEN_FILE="+peerToken)
+		operatorArgs = append(slices.Clone(operatorArgs),
+			"--metrics-cert-dir=$(METRICS_CERT_DIR)", "--peer-address=127.0.0.1:$(METRICS_PORT)",
+			"--peer-ca-file=$(METRICS_CERT_DIR)/tls.crt", "--peer-token-file=$(PEER_TOKEN_FILE)")
+	}
 	c, err := client.New(env.Config, client.Options{Scheme: testenv.NewScheme()})
 	if err != nil {
 		return nil, err
@@ -276,7 +298,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		Binary:       operator,
 		Kubeconfig:   cluster.KubeconfigPath,
 		LogDir:       filepath.Join(opts.Dir, "pods"),
-		ExtraEnv:     []string{"WEBHOOK_CERT_DIR=" + certDir},
+		ExtraEnv:     append(extraEnv, "WEBHOOK_CERT_DIR="+certDir),
 		WebhookPorts: map[string]int{StatefulSet + "-0": webhookPort},
 	})
 	if err != nil {
@@ -284,6 +306,11 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	}
 	if env.metricsToken, err = metricsToken(ctx, clientset); err != nil {
 		return nil, err
+	}
+	if opts.PeerSnapshots {
+		if err := writeServiceAccountToken(ctx, clientset, OperatorServiceAccount, peerToken); err != nil {
+			return nil, err
+		}
 	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	env.stopRunner, env.runnerDone = stop, make(chan error, 1)
@@ -409,6 +436,18 @@ func metricsToken(ctx context.Context, cs kubernetes.Interface) (string, error) 
 		return "", fmt.Errorf("making a token for the metrics scraper: %w", err)
 	}
 	return tr.Status.Token, nil
+}
+
+// writeServiceAccountToken writes a token of the ServiceAccount sa in
+// Namespace, valid for a day, to path.
+func writeServiceAccountToken(ctx context.Context, cs kubernetes.Interface, sa, path string) error {
+	tr, err := cs.CoreV1().ServiceAccounts(Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("making a token of %s: %w", sa, err)
+	}
+	return os.WriteFile(path, []byte(tr.Status.Token), 0o600)
 }
 
 // MetricsToken is a bearer token the members' metrics endpoints accept

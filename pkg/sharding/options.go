@@ -86,6 +86,12 @@ type Options struct {
 	// members' metrics servers. Required with PeerAddress over HTTPS.
 	PeerCAFile string
 
+	// PeerTokenFile holds the bearer token the member shows the other
+	// members (re-read as it changes). Default: the token of its API
+	// credentials, in a pod its ServiceAccount's, which the members' role
+	// lets get SnapshotPath.
+	PeerTokenFile string
+
 	// PeerSnapshotTimeout bounds a member's wait for the snapshots of the
 	// slots it warms. Default DefaultPeerSnapshotTimeout (2m).
 	PeerSnapshotTimeout time.Duration

@@ -321,6 +321,9 @@ func setupPeers(cfg *rest.Config, mgrOpts *ctrl.Options, opts Options, key clien
 	if _, taken := m.ExtraHandlers[SnapshotPath]; taken {
 		return nil, fmt.Errorf("sharding: ctrl.Options.Metrics.ExtraHandlers already has %s", SnapshotPath)
 	}
+	if opts.PeerTokenFile != "" {
+		cfg = &rest.Config{BearerTokenFile: opts.PeerTokenFile}
+	}
 	hc, err := peerHTTPClient(cfg, opts.PeerCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("sharding: %w", err)

@@ -41,6 +41,9 @@ func Markdown(r Report) string {
 	case "memory":
 		b.WriteString(" Store: in memory, one per member.")
 	}
+	if s.PeerSnapshots {
+		b.WriteString(" Peer snapshots: on (a member gaining slots takes their objects from the members serving them).")
+	}
 	if s.Storage == "kine" {
 		b.WriteString(" The API server's storage: kine over PostgreSQL (a throwaway server of its own), not etcd.")
 	}
@@ -91,6 +94,9 @@ func Markdown(r Report) string {
 			synced = fmt.Sprintf("%.1f s", rb.CacheSyncedSeconds)
 		}
 		row(fmt.Sprintf("scale %d -> %d: to every member serving its slots from a synced cache (the newcomer's list done)", rb.From, rb.To), "%s", synced)
+		if rb.LargeDataLists >= 0 {
+			row(fmt.Sprintf("scale %d -> %d: LIST requests of LargeData the API server answered during it", rb.From, rb.To), "%d", rb.LargeDataLists)
+		}
 		row(fmt.Sprintf("scale %d -> %d: time to reconciled of spec changes sent during it", rb.From, rb.To), "%s", pct(rb.Latency))
 		row(fmt.Sprintf("scale %d -> %d: writes to idle LargeData objects during it (caused by the rebalance)", rb.From, rb.To), "%d", rb.IdleWrites)
 	}

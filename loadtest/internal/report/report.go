@@ -56,6 +56,9 @@ type Scenario struct {
 	Store string `json:"store,omitempty"`
 	// Faults is the fault schedule (--faults).
 	Faults string `json:"faults,omitempty"`
+	// PeerSnapshots is whether the members took the objects of the slots
+	// they gained from each other (--peer-snapshots).
+	PeerSnapshots bool `json:"peerSnapshots,omitempty"`
 }
 
 // Event marks a moment of the run on the charts.
@@ -74,6 +77,10 @@ type Window struct {
 	// slot it serves (kubeshard_member_slots_served), in seconds since the
 	// start; 0 if not seen.
 	Synced float64
+	// Lists is the LIST requests of LargeData the API server answered from
+	// the scale request until Synced (or End), by its own metrics; -1 if
+	// not measured.
+	Lists int
 }
 
 // Fault is one fault injected while the objects were changed, and how the
@@ -210,6 +217,9 @@ type Rebalance struct {
 	// had been reconciled and unchanged for tracker.IdleAfter and stayed so:
 	// writes caused by the rebalance itself.
 	IdleWrites int `json:"idleWrites"`
+	// LargeDataLists is the LIST requests of LargeData the API server
+	// answered during the rebalance (Window.Lists); -1 if not measured.
+	LargeDataLists int `json:"largeDataLists"`
 }
 
 // MemberFigures are one member's figures over the run.
@@ -382,7 +392,7 @@ func timeline(samples []tracker.Sample) []LatencyBucket {
 }
 
 func rebalance(w Window, in Input) Rebalance {
-	r := Rebalance{From: w.From, To: w.To, At: round(w.Start), Seconds: -1, CacheSyncedSeconds: -1}
+	r := Rebalance{From: w.From, To: w.To, At: round(w.Start), Seconds: -1, CacheSyncedSeconds: -1, LargeDataLists: w.Lists}
 	if w.Synced > 0 {
 		r.CacheSyncedSeconds = round(w.Synced - w.Start)
 	}

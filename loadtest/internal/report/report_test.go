@@ -77,7 +77,7 @@ func input() Input {
 				{Name: "op-2", Slots: 8, Objects: 2, RSS: 70 << 20, Heap: 35 << 20},
 			}},
 		},
-		Rebalances: []Window{{From: 2, To: 3, Start: 20, End: 30, Synced: 32}, {From: 3, To: 4, Start: 35}},
+		Rebalances: []Window{{From: 2, To: 3, Start: 20, End: 30, Synced: 32, Lists: 7}, {From: 3, To: 4, Start: 35, Lists: -1}},
 	}
 }
 
@@ -193,6 +193,7 @@ func TestWrite(t *testing.T) {
 		"| first create to every object reconciled | 12.5 s |",
 		"| scale 2 -> 3 at 20 s: to the ring settled | 10.0 s |",
 		"| scale 2 -> 3: to every member serving its slots from a synced cache (the newcomer's list done) | 12.0 s |",
+		"| scale 2 -> 3: LIST requests of LargeData the API server answered during it | 7 |",
 		"| scale 3 -> 4 at 35 s: to the ring settled | did not settle |",
 		"| scale 3 -> 4: to every member serving its slots from a synced cache (the newcomer's list done) | not seen |",
 		"| op-2 | 8 | 2 | 70.0 | 70.0 | 35.0 | 0.30 |",
@@ -202,6 +203,10 @@ func TestWrite(t *testing.T) {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("summary.md lacks %q:\n%s", want, md)
 		}
+	}
+
+	if bytes.Contains(md, []byte("scale 3 -> 4: LIST requests")) {
+		t.Error("summary.md gives a count of lists for a rebalance where none was measured")
 	}
 
 	for _, f := range []string{FileLatency, FileObjects, FileMemory, FileCPU} {
