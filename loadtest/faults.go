@@ -440,16 +440,33 @@ func (f *faulter) memberRestarts(ctx context.Context) (int, error) {
 // server's audit log says were sent by the members (their user agent is
 // the operator binary's) and by anyone else (the harness).
 func auditedLists(path string, since time.Time) (members, others int, err error) {
+	return auditedRequests(path, since, time.Time{}, func(verb, uri string) bool { return verb == "list" })
+}
+
+// auditedInitialLists counts, as auditedLists, the lists of LargeData
+// received between from and to, and the watches that began with every
+// object (sendInitialEvents=true, client-go's streaming list).
+func auditedInitialLists(path string, from, to time.Time) (members, others int, err error) {
+	return auditedRequests(path, from, to, func(verb, uri string) bool {
+		return verb == "list" || (verb == "watch" && strings.Contains(uri, "sendInitialEvents=true"))
+	})
+}
+
+// auditedRequests counts the requests of LargeData received in [from, to)
+// (to zero: no end) that match and were answered 2xx, or for a watch began,
+// by the members and by anyone else.
+func auditedRequests(path string, from, to time.Time, match func(verb, uri string) bool) (members, others int, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading the API server's audit log: %w", err)
 	}
 	for line := range bytes.Lines(data) {
 		var ev struct {
-			Stage     string `json:"stage"`
-			Verb      string `json:"verb"`
-			UserAgent string `json:"userAgent"`
-			ObjectRef struct {
+			Stage      string `json:"stage"`
+			Verb       string `json:"verb"`
+			RequestURI string `json:"requestURI"`
+			UserAgent  string `json:"userAgent"`
+			ObjectRef  struct {
 				Resource string `json:"resource"`
 			} `json:"objectRef"`
 			ResponseStatus struct {
@@ -457,8 +474,13 @@ func auditedLists(path string, since time.Time) (members, others int, err error)
 			} `json:"responseStatus"`
 			Received time.Time `json:"requestReceivedTimestamp"`
 		}
-		if json.Unmarshal(line, &ev) != nil || ev.Stage != "ResponseComplete" || ev.Verb != "list" ||
-			ev.ObjectRef.Resource != "largedata" || ev.ResponseStatus.Code >= 300 || ev.Received.Before(since) {
+		if json.Unmarshal(line, &ev) != nil || ev.ObjectRef.Resource != "largedata" || !match(ev.Verb, ev.RequestURI) ||
+			ev.ResponseStatus.Code >= 300 || ev.Received.Before(from) || (!to.IsZero() && !ev.Received.Before(to)) {
+			continue
+		}
+		// A list is recorded once it is answered; a watch when it begins
+		// (and again when it ends).
+		if want := map[bool]string{true: "ResponseStarted", false: "ResponseComplete"}[ev.Verb == "watch"]; ev.Stage != want {
 			continue
 		}
 		if strings.HasPrefix(ev.UserAgent, "largedata-operator/") {

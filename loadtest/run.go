@@ -206,7 +206,9 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 		env, err = localenv.Start(ctx, localenv.Options{
 			Dir: sc.workDir, Members: sc.members, OperatorArgs: strings.Fields(sc.operatorArgs),
 			APIServerArgs: strings.Fields(sc.apiServerArgs), APIServerEnv: strings.Fields(sc.apiServerEnv), Kine: sc.storage == "kine", Postgres: sc.postgres, PeerSnapshots: sc.peerSnapshots, Progress: sc.progress,
-			Journals: len(faults) > 0, AuditLists: len(faults) > 0,
+			// The audit log says who listed LargeData during faults and
+			// rebalances.
+			Journals: len(faults) > 0, AuditLists: len(faults) > 0 || len(schedule) > 0,
 		})
 		if env != nil {
 			defer func() {
@@ -434,7 +436,7 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 				step("Scaling the StatefulSet %d -> %d", from, s.replicas)
 				event(fmt.Sprintf("scale %d -> %d", from, s.replicas))
 				w := report.Window{From: from, To: s.replicas, Start: since(), Lists: -1}
-				listsBefore, listsErr := largeDataLists(ctx, cs)
+				began := time.Now()
 				deadline := time.Now().Add(sc.rebalanceTimeout)
 				if err := localenv.WaitSettled(ctx, c, key(sc.ring), s.replicas, sc.rebalanceTimeout); err != nil {
 					scaleErr = err
@@ -450,8 +452,12 @@ func runScenario(ctx context.Context, sc *scenario) (*report.Report, error) {
 						}
 					}
 				}
-				if after, err := largeDataLists(ctx, cs); err == nil && listsErr == nil {
-					w.Lists = after - listsBefore
+				if env != nil {
+					if members, _, err := auditedInitialLists(env.AuditLog(), began, time.Now()); err == nil {
+						w.Lists = members
+					} else {
+						step("Cannot count the members' lists: %v", err)
+					}
 				}
 				mu.Lock()
 				in.Rebalances = append(in.Rebalances, w)
@@ -613,18 +619,4 @@ func setReplicas(ctx context.Context, cs kubernetes.Interface, sts types.Namespa
 		return fmt.Errorf("scaling %s to %d: %w", sts, replicas, err)
 	}
 	return nil
-}
-
-// largeDataLists reads from the API server's metrics how many LIST requests
-// of LargeData it has answered since it started.
-func largeDataLists(ctx context.Context, cs kubernetes.Interface) (int, error) {
-	body, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0, err
-	}
-	a, err := readAPIServerFigures(body)
-	if err != nil {
-		return 0, err
-	}
-	return a.lists["largedata"], nil
 }

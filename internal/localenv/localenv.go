@@ -91,8 +91,10 @@ type Options struct {
 	// no two members reconciled one slot at once. Default: no journals.
 	Journals bool
 	// AuditLists makes kube-apiserver write an audit event for every list
-	// of LargeData to AuditLog(), with the client's user agent: the members
-	// and the harness share the admin identity here, not their programs.
+	// and watch of LargeData to AuditLog(), with the client's user agent
+	// and the request's URI (a watch with sendInitialEvents=true is a list
+	// too): the members and the harness share the admin identity here, not
+	// their programs.
 	AuditLists bool
 	// PeerSnapshots starts the members with peer snapshots (the operator's
 	// --peer-address): a member that gains slots takes their objects from
@@ -108,14 +110,14 @@ type Options struct {
 // OperatorServiceAccount is the members' ServiceAccount in deploy/local.
 const OperatorServiceAccount = "kubeshard-operator"
 
-// auditPolicy records lists of LargeData at the Metadata level (who, when,
-// the response code) and nothing else.
+// auditPolicy records lists and watches of LargeData at the Metadata level
+// (who, when, the URI, the response code) and nothing else.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
-  verbs: ["list"]
+  verbs: ["list", "watch"]
   resources:
   - group: data.kubeshard.dev
     resources: ["largedata"]

@@ -129,10 +129,13 @@ func (c *Cache) storeSlots(key kindKey, inf cache.Informer, slots []int) ([]runt
 		}
 	}
 	if newest == 0 {
-		return nil, 0, errors.New("the store is empty")
+		return nil, 0, errEmptyStore
 	}
 	return items, newest, nil
 }
+
+// errEmptyStore: a store without objects tells no version.
+var errEmptyStore = errors.New("the store is empty")
 
 func resourceVersion(obj runtime.Object) (uint64, error) {
 	m, err := apimeta.Accessor(obj)

@@ -30,7 +30,8 @@ type SnapshotSource interface {
 	Snapshot(ctx context.Context, gvk schema.GroupVersionKind, slots []int) (*Snapshot, error)
 }
 
-// ErrNotHeld is returned by Snapshot for a slot the cache does not hold.
+// ErrNotHeld is returned by Snapshot for a slot the cache does not hold,
+// or holds in a store that can tell no version (it holds no object at all).
 var ErrNotHeld = errors.New("shardcache: slot not held")
 
 // Snapshot returns the objects of slots of the kind gvk that the cache
@@ -77,11 +78,14 @@ func (c *Cache) Snapshot(gvk schema.GroupVersionKind, slots []int) (*Snapshot, e
 	snap := &Snapshot{Versions: make(map[int]uint64, len(slots))}
 	for _, p := range parts {
 		if !p.inf.HasSynced() {
-			return nil, fmt.Errorf("%w: slots %s of %s have not synced", ErrNotHeld, formatSlots(p.slots), gvk.Kind)
+			return nil, fmt.Errorf("%w: %d of the slots have not synced their %s", ErrNotHeld, len(p.slots), gvk.Kind)
 		}
 		items, newest, err := c.storeSlots(p.key, p.inf, p.slots)
+		if errors.Is(err, errEmptyStore) {
+			return nil, fmt.Errorf("%w: the store of %d of the slots holds no %s to tell its version by", ErrNotHeld, len(p.slots), gvk.Kind)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("snapshot of slots %s of %s: %w", formatSlots(p.slots), gvk.Kind, err)
+			return nil, fmt.Errorf("snapshot of %d slots of %s: %w", len(p.slots), gvk.Kind, err)
 		}
 		snap.Items = append(snap.Items, items...)
 		for _, s := range p.slots {

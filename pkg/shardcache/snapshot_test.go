@@ -187,6 +187,14 @@ func TestSnapshotAnswersOnlyForSlotsItHoldsWhole(t *testing.T) {
 	if len(snap.Items) != 4 || snap.Versions[1] == 0 {
 		t.Errorf("Snapshot = %d items, versions %v; want the 4 of slot 1 at a version", len(snap.Items), snap.Versions)
 	}
+	// A group without objects can tell no version: nothing shows how far
+	// its watch has come.
+	if err := a.AddSlots(t.Context(), []int{4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Snapshot(widgetKind, []int{4}); !errors.Is(err, ErrNotHeld) {
+		t.Errorf("Snapshot of slots whose store is empty = %v, want ErrNotHeld", err)
+	}
 	// A slot given away stays in its group's store until compaction: the
 	// member can still answer for it, as the newcomer asks while it warms.
 	a.RemoveSlots([]int{1})

@@ -95,7 +95,7 @@ func Markdown(r Report) string {
 		}
 		row(fmt.Sprintf("scale %d -> %d: to every member serving its slots from a synced cache (the newcomer's list done)", rb.From, rb.To), "%s", synced)
 		if rb.LargeDataLists >= 0 {
-			row(fmt.Sprintf("scale %d -> %d: LIST requests of LargeData the API server answered during it", rb.From, rb.To), "%d", rb.LargeDataLists)
+			row(fmt.Sprintf("scale %d -> %d: lists of LargeData the members sent during it (LIST, or a watch from every object; the API server's audit log)", rb.From, rb.To), "%d", rb.LargeDataLists)
 		}
 		row(fmt.Sprintf("scale %d -> %d: time to reconciled of spec changes sent during it", rb.From, rb.To), "%s", pct(rb.Latency))
 		row(fmt.Sprintf("scale %d -> %d: writes to idle LargeData objects during it (caused by the rebalance)", rb.From, rb.To), "%d", rb.IdleWrites)

@@ -77,9 +77,10 @@ type Window struct {
 	// slot it serves (kubeshard_member_slots_served), in seconds since the
 	// start; 0 if not seen.
 	Synced float64
-	// Lists is the LIST requests of LargeData the API server answered from
-	// the scale request until Synced (or End), by its own metrics; -1 if
-	// not measured.
+	// Lists is the lists of LargeData the members sent from the scale
+	// request until Synced (or End): LIST requests, and watches that began
+	// with every object (client-go's streaming list), by the API server's
+	// audit log; -1 if not measured.
 	Lists int
 }
 
@@ -217,8 +218,8 @@ type Rebalance struct {
 	// had been reconciled and unchanged for tracker.IdleAfter and stayed so:
 	// writes caused by the rebalance itself.
 	IdleWrites int `json:"idleWrites"`
-	// LargeDataLists is the LIST requests of LargeData the API server
-	// answered during the rebalance (Window.Lists); -1 if not measured.
+	// LargeDataLists is the lists of LargeData the members sent during the
+	// rebalance (Window.Lists); -1 if not measured.
 	LargeDataLists int `json:"largeDataLists"`
 }
 
