@@ -13,11 +13,12 @@ import (
 )
 
 // TestSmoke runs the whole `run` scenario at a small size on a local
-// cluster: 5,000 objects, 2 members, a scale to 3 during churn, and checks
-// what a user of the harness relies on: every object reconciled and
-// measured, the rebalance measured and no object outside the moved slots
-// rewritten, the reports written and readable, and cleanup removing
-// everything.
+// cluster: 5,000 objects, 2 members with peer snapshots, a scale to 3 during
+// churn, and checks what a user of the harness relies on: every object
+// reconciled and measured, the rebalance measured, the newcomer's objects
+// taken from its peers (no list of LargeData by a member during it, by the
+// API server's audit log) and no object outside the moved slots rewritten,
+// the reports written and readable, and cleanup removing everything.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a local cluster and operator processes")
@@ -41,6 +42,7 @@ func TestSmoke(t *testing.T) {
 		rebalanceTimeout: 5 * time.Minute,
 		profileLength:    5 * time.Second,
 		cleanup:          true,
+		peerSnapshots:    true,
 		operatorArgs:     "--kube-api-qps=1000 --kube-api-burst=2000 --max-concurrent-reconciles=16",
 		ring:             "kubeshard-system/largedata",
 		statefulSet:      "kubeshard-system/largedata-operator",
@@ -65,6 +67,8 @@ func TestSmoke(t *testing.T) {
 	if len(r.Rebalances) != 1 || r.Rebalances[0].From != 2 || r.Rebalances[0].To != 3 || r.Rebalances[0].Seconds < 0 ||
 		r.Rebalances[0].CacheSyncedSeconds < r.Rebalances[0].Seconds {
 		t.Errorf("rebalances %+v: want one 2 -> 3 that settled, and the newcomer's cache synced after that", r.Rebalances)
+	} else if n := r.Rebalances[0].LargeDataLists; n != 0 {
+		t.Errorf("the members sent %d lists of LargeData during the rebalance; want 0: the newcomer takes its objects from its peers", n)
 	}
 	counted, live := 0, 0
 	for _, m := range r.Members {
