@@ -355,6 +355,11 @@ func (m *Member) fill(lease *coordinationv1.Lease, now time.Time, serving []int,
 	for k, v := range m.opts.Annotations {
 		lease.Annotations[k] = v
 	}
+	// A snapshot URL a previous incarnation published is not this
+	// process's: the members gaining its slots would ask it in vain.
+	if _, ok := m.opts.Annotations[shardingv1alpha1.AnnotationSnapshotURL]; !ok {
+		delete(lease.Annotations, shardingv1alpha1.AnnotationSnapshotURL)
+	}
 	lease.Annotations[shardingv1alpha1.AnnotationServing] = ring.FormatRanges(serving)
 	lease.Annotations[shardingv1alpha1.AnnotationEpoch] = strconv.FormatInt(epoch, 10)
 	switch {

@@ -95,14 +95,24 @@ type testMemberEnv struct {
 
 func newTestMember(t *testing.T, api *apiServer) testMemberEnv {
 	t.Helper()
+	return newTestMemberWith(t, api, nil)
+}
+
+// newTestMemberWith is newTestMember with options changed by opts.
+func newTestMemberWith(t *testing.T, api *apiServer, opts func(*Options)) testMemberEnv {
+	t.Helper()
 	env := testMemberEnv{api: api, clock: clocktesting.NewFakeClock(start), fenceds: &atomic.Int32{}}
-	m, err := NewMember(api, Options{
+	o := Options{
 		Ring:      testRing,
 		Namespace: testNamespace,
 		Name:      testMember,
 		Clock:     env.clock,
 		OnFenced:  func() { env.fenceds.Add(1) },
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	m, err := NewMember(api, o)
 	if err != nil {
 		t.Fatalf("NewMember: %v", err)
 	}
@@ -540,5 +550,28 @@ func TestShardSelectorFindingIsPublishedAndNotInherited(t *testing.T) {
 	}
 	if got, ok := api.lease(t).Annotations[shardingv1alpha1.AnnotationShardSelector]; ok {
 		t.Errorf("a restarted member kept its predecessor's finding %q", got)
+	}
+}
+
+func TestTheSnapshotURLIsPublishedAndNotInherited(t *testing.T) {
+	api := newAPIServer()
+	const url = "https://10.0.0.7:8443/kubeshard/v1/snapshot"
+	env := newTestMemberWith(t, api, func(o *Options) {
+		o.Annotations = map[string]string{shardingv1alpha1.AnnotationSnapshotURL: url}
+	})
+	if err := env.m.renewOnce(t.Context()); err != nil {
+		t.Fatalf("renewOnce: %v", err)
+	}
+	if got := api.lease(t).Annotations[shardingv1alpha1.AnnotationSnapshotURL]; got != url {
+		t.Fatalf("annotation %q = %q, want %q", shardingv1alpha1.AnnotationSnapshotURL, got, url)
+	}
+
+	// Restarted without peer snapshots: nobody must ask it any more.
+	restarted := newTestMember(t, api)
+	if err := restarted.m.renewOnce(t.Context()); err != nil {
+		t.Fatalf("renewOnce after a restart: %v", err)
+	}
+	if got, ok := api.lease(t).Annotations[shardingv1alpha1.AnnotationSnapshotURL]; ok {
+		t.Errorf("a restarted member kept its predecessor's snapshot URL %q", got)
 	}
 }

@@ -229,17 +229,32 @@ func (p *peerSource) Snapshot(ctx context.Context, gvk schema.GroupVersionKind, 
 		}
 		byOwner[owner] = append(byOwner[owner], s)
 	}
-	out := &shardcache.Snapshot{Versions: map[int]uint64{}}
+	// The members are asked at once: each encodes its share while this one
+	// decodes another's.
+	type answer struct {
+		owner string
+		owned []int
+		snap  *shardcache.Snapshot
+		err   error
+	}
+	answers := make(chan answer, len(byOwner))
 	for owner, owned := range byOwner {
-		snap, err := p.ask(ctx, reader, owner, gvk, owned)
-		if err != nil {
-			return nil, fmt.Errorf("member %s: %w", owner, err)
+		go func() {
+			snap, err := p.ask(ctx, reader, owner, gvk, owned)
+			answers <- answer{owner: owner, owned: owned, snap: snap, err: err}
+		}()
+	}
+	out := &shardcache.Snapshot{Versions: map[int]uint64{}}
+	for range byOwner {
+		a := <-answers // buffered: the others finish on their own once ctx is cancelled
+		if a.err != nil {
+			return nil, fmt.Errorf("member %s: %w", a.owner, a.err)
 		}
-		out.Items = append(out.Items, snap.Items...)
-		for _, s := range owned {
-			v, ok := snap.Versions[s]
+		out.Items = append(out.Items, a.snap.Items...)
+		for _, s := range a.owned {
+			v, ok := a.snap.Versions[s]
 			if !ok {
-				return nil, fmt.Errorf("member %s sent no version for slot %d", owner, s)
+				return nil, fmt.Errorf("member %s sent no version for slot %d", a.owner, s)
 			}
 			out.Versions[s] = v
 		}
