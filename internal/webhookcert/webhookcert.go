@@ -1,6 +1,8 @@
-// Package webhookcert writes self-signed serving certificates for webhooks
-// that a local API server calls on loopback: the demo, the load test and the
-// monitoring test run the operator's webhook that way.
+// Package webhookcert writes self-signed serving certificates for servers
+// on loopback: the operator's webhook, which a local API server calls (the
+// demo, the load test and the monitoring test run it that way), and the
+// members' metrics servers, which ask each other for peer snapshots on the
+// load test's local cluster.
 package webhookcert
 
 import (

@@ -89,20 +89,44 @@ func (r *recorder) latestVersions() map[string]string {
 	return maps.Clone(r.latest)
 }
 
-func TestACompactionUnderChurnListsNothingAndMissesNoChange(t *testing.T) {
-	clk := testingclock.NewFakeClock(time.Now())
-	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute})
-	var objs [][]*testkind.Widget
+// servingThenLosing01 is a cache with perSlot Widgets in each namespace of
+// slots 0-3 (opts, plus a fake clock and a CompactAfter of a minute), that
+// served all four, delivered their objects to rec, and lost slots 0 and 1:
+// its group awaits compaction.
+func servingThenLosing01(t *testing.T, perSlot int, opts Options) (tc *testCache, clk *testingclock.FakeClock, objs [][]*testkind.Widget, rec *recorder) {
+	t.Helper()
+	clk = testingclock.NewFakeClock(time.Now())
+	opts.Clock, opts.CompactAfter = clk, time.Minute
+	tc = newTestCache(t, opts)
 	for s := range 4 {
-		objs = append(objs, tc.widgets(s, 20))
+		objs = append(objs, tc.widgets(s, perSlot))
 	}
 	tc.start(t)
-	rec := tc.record(t)
+	rec = tc.record(t)
 	if err := tc.AddSlots(t.Context(), seq(0, 3)); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == 160, rec.String() })
+	want := 4 * 2 * perSlot
+	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == want, rec.String() })
 	tc.RemoveSlots([]int{0, 1})
+	return tc, clk, objs, rec
+}
+
+// countTransforms is a transform that counts itself on a Widget: applied
+// twice, an object would say 2.
+func countTransforms(obj any) (any, error) {
+	if w, ok := obj.(*testkind.Widget); ok {
+		n, _ := strconv.Atoi(w.Annotations["transforms"])
+		if w.Annotations == nil {
+			w.Annotations = map[string]string{}
+		}
+		w.Annotations["transforms"] = strconv.Itoa(n + 1)
+	}
+	return obj, nil
+}
+
+func TestACompactionUnderChurnListsNothingAndMissesNoChange(t *testing.T) {
+	tc, clk, objs, rec := servingThenLosing01(t, 20, Options{})
 
 	// While the group is compacted, objects of the kept slots change, are
 	// created and are deleted, and objects of the slots given away change,
@@ -160,31 +184,7 @@ func countEqual(a, b map[string]string) int {
 }
 
 func TestTheReplacementDoesNotTransformAnObjectTwice(t *testing.T) {
-	clk := testingclock.NewFakeClock(time.Now())
-	// The transform counts itself on the object: applied twice, an object
-	// would say 2.
-	count := func(obj any) (any, error) {
-		if w, ok := obj.(*testkind.Widget); ok {
-			n, _ := strconv.Atoi(w.Annotations["transforms"])
-			if w.Annotations == nil {
-				w.Annotations = map[string]string{}
-			}
-			w.Annotations["transforms"] = strconv.Itoa(n + 1)
-		}
-		return obj, nil
-	}
-	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute, Transform: count})
-	var objs [][]*testkind.Widget
-	for s := range 4 {
-		objs = append(objs, tc.widgets(s, 3))
-	}
-	tc.start(t)
-	rec := tc.record(t)
-	if err := tc.AddSlots(t.Context(), seq(0, 3)); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == 24, rec.String() })
-	tc.RemoveSlots([]int{0, 1})
+	tc, clk, objs, rec := servingThenLosing01(t, 3, Options{Transform: countTransforms})
 	compactTo23(t, tc, clk)
 	tc.modify(objs[2][0]) // arrives through the replacement's watch
 	testenv.Eventually(t, wait, "the update arrives", func() (bool, string) { _, u, _ := rec.counts(); return u == 1, rec.String() })
@@ -204,19 +204,7 @@ func TestTheReplacementDoesNotTransformAnObjectTwice(t *testing.T) {
 }
 
 func TestAReplacementWhoseWatchIsTooOldListsFromTheAPIServer(t *testing.T) {
-	clk := testingclock.NewFakeClock(time.Now())
-	tc := newTestCache(t, Options{Clock: clk, CompactAfter: time.Minute})
-	var objs [][]*testkind.Widget
-	for s := range 4 {
-		objs = append(objs, tc.widgets(s, 3))
-	}
-	tc.start(t)
-	rec := tc.record(t)
-	if err := tc.AddSlots(t.Context(), seq(0, 3)); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, wait, "the initial list arrives", func() (bool, string) { a, _, _ := rec.counts(); return a == 24, rec.String() })
-	tc.RemoveSlots([]int{0, 1})
+	tc, clk, objs, rec := servingThenLosing01(t, 3, Options{})
 	// The last change is a deletion, which leaves no object at its
 	// resourceVersion in the store: the store's newest object is older,
 	// and the API server has compacted its history up to the deletion.

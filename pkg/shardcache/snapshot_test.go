@@ -83,19 +83,8 @@ func twoMembers(t *testing.T, transform toolscache.TransformFunc) (a, b *testCac
 }
 
 func TestAWarmGroupTakesItsObjectsFromTheMemberServingThem(t *testing.T) {
-	// Each cache counts its transform on the objects: applied twice, an
-	// object would say 2.
-	count := func(obj any) (any, error) {
-		if w, ok := obj.(*testkind.Widget); ok {
-			n, _ := strconv.Atoi(w.Annotations["transforms"])
-			if w.Annotations == nil {
-				w.Annotations = map[string]string{}
-			}
-			w.Annotations["transforms"] = strconv.Itoa(n + 1)
-		}
-		return obj, nil
-	}
-	a, b, src, objs := twoMembers(t, count)
+	// Each cache counts its transform on the objects.
+	a, b, src, objs := twoMembers(t, countTransforms)
 	rec := b.record(t)
 	if err := b.Warm(t.Context(), []int{2, 3}); err != nil {
 		t.Fatal(err)

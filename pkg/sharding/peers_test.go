@@ -1,14 +1,7 @@
 package sharding
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +24,7 @@ import (
 
 	datav1alpha1 "github.com/kubeshard/kubeshard/api/data/v1alpha1"
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
+	"github.com/kubeshard/kubeshard/internal/webhookcert"
 	"github.com/kubeshard/kubeshard/pkg/membership"
 	"github.com/kubeshard/kubeshard/pkg/shardcache"
 )
@@ -212,8 +206,11 @@ func TestTheSnapshotHandlerRefusesWhatItCannotAnswer(t *testing.T) {
 }
 
 func TestPeerAddressNeedsAGuardedMetricsServer(t *testing.T) {
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	writeCA(t, ca)
+	certs := t.TempDir()
+	if _, err := webhookcert.Write(certs, "members"); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(certs, "tls.crt") // self-signed: its own CA
 	for _, tc := range []struct {
 		name    string
 		metrics func(*ctrl.Options)
@@ -246,25 +243,5 @@ func TestPeerAddressNeedsAGuardedMetricsServer(t *testing.T) {
 				t.Errorf("url %q, handler %v; want %q and the handler on the metrics server", p.url, mgrOpts.Metrics.ExtraHandlers[SnapshotPath], tc.wantURL)
 			}
 		})
-	}
-}
-
-// writeCA writes a self-signed CA certificate to path.
-func writeCA(t *testing.T, path string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "members"},
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
