@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"time"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -235,13 +236,16 @@ type groupHandler struct {
 }
 
 func (h *groupHandler) OnAdd(obj any, isInInitialList bool) {
-	deliver, predecessor := h.c.route(h.g, h.key, obj)
-	if !deliver {
+	r := h.c.route(h.g, h.key, obj)
+	if !r.deliver || r.superseded(obj) {
 		return
 	}
-	if predecessor != nil {
-		if known, ok := stored(predecessor, obj); ok {
-			if !sameVersion(known, obj) {
+	if r.predecessor != nil {
+		if known, ok := stored(r.predecessor, obj); ok {
+			// Delivered already, or an older state than the one
+			// delivered: a replacement's first list from the old store
+			// can be behind it.
+			if newer(obj, known) {
 				h.handler.OnUpdate(known, obj)
 			}
 			return
@@ -253,8 +257,12 @@ func (h *groupHandler) OnAdd(obj any, isInInitialList bool) {
 func (h *groupHandler) OnUpdate(oldObj, newObj any) {
 	// Slot labels do not change, but if one did the object would enter or
 	// leave the served slots, and handlers should see it come or go.
-	wasServed, _ := h.c.route(h.g, h.key, oldObj)
-	isServed, _ := h.c.route(h.g, h.key, newObj)
+	wasServed := h.c.route(h.g, h.key, oldObj).deliver
+	r := h.c.route(h.g, h.key, newObj)
+	isServed := r.deliver
+	if isServed && wasServed && r.superseded(newObj) {
+		return
+	}
 	switch {
 	case wasServed && isServed:
 		h.handler.OnUpdate(oldObj, newObj)
@@ -266,34 +274,64 @@ func (h *groupHandler) OnUpdate(oldObj, newObj any) {
 }
 
 func (h *groupHandler) OnDelete(obj any) {
-	if deliver, _ := h.c.route(h.g, h.key, obj); deliver {
+	if h.c.route(h.g, h.key, obj).deliver {
 		h.handler.OnDelete(obj)
 	}
 }
 
+// routing is what route found for an event of one group.
+type routing struct {
+	deliver bool
+	// predecessor is, while the group replaces another, that group's
+	// informer of the kind, to check Adds against.
+	predecessor cache.Informer
+	// successor is, while the group is being replaced, its replacement's
+	// informer of the kind.
+	successor cache.Informer
+}
+
+// superseded tells whether the replacement of the group holds obj at a
+// newer resourceVersion: it has delivered, or will deliver, that newer
+// state, and a late event of the old group would follow it with an older
+// one.
+func (r routing) superseded(obj any) bool {
+	if r.successor == nil {
+		return false
+	}
+	known, ok := stored(r.successor, obj)
+	if !ok {
+		return false
+	}
+	later, ok := laterVersion(known, obj)
+	return ok && later
+}
+
 // route tells whether g delivers an event of obj: when g owns its slot, or
 // while g and the slot's owner replace one another. During such a
-// replacement it also returns the informer of the group being replaced, to
-// check Adds against.
-func (c *Cache) route(g *group, key kindKey, obj any) (bool, cache.Informer) {
+// replacement it also returns the informer of the other group.
+func (c *Cache) route(g *group, key kindKey, obj any) routing {
 	s, ok := c.slotOf(key.gvk, obj)
 	if !ok {
-		return false, nil
+		return routing{}
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	o := c.owner[s]
 	switch {
 	case o == nil:
-		return false, nil
+		return routing{}
 	case o == g, o == g.successor, o.successor == g:
 	default:
-		return false, nil
+		return routing{}
 	}
+	r := routing{deliver: true}
 	if p := g.predecessor; p != nil {
-		return true, p.informers[key]
+		r.predecessor = p.informers[key]
 	}
-	return true, nil
+	if n := g.successor; n != nil {
+		r.successor = n.informers[key]
+	}
+	return r
 }
 
 // stored returns the object with obj's key from inf's store.
@@ -313,9 +351,30 @@ func stored(inf cache.Informer, obj any) (any, bool) {
 	return item, true
 }
 
-func sameVersion(a, b any) bool {
+// newer tells whether a is a later state of its object than b: a greater
+// resourceVersion, compared as numbers (etcd's and kine's are); where they
+// are not numbers, any other resourceVersion than b's.
+func newer(a, b any) bool {
+	if later, ok := laterVersion(a, b); ok {
+		return later
+	}
 	ma, errA := apimeta.Accessor(a)
 	mb, errB := apimeta.Accessor(b)
-	return errA == nil && errB == nil && ma.GetResourceVersion() != "" &&
-		ma.GetResourceVersion() == mb.GetResourceVersion()
+	return errA == nil && errB == nil && ma.GetResourceVersion() != mb.GetResourceVersion()
+}
+
+// laterVersion tells whether a's resourceVersion is greater than b's; ok is
+// false unless both are numbers.
+func laterVersion(a, b any) (later, ok bool) {
+	ma, errA := apimeta.Accessor(a)
+	mb, errB := apimeta.Accessor(b)
+	if errA != nil || errB != nil {
+		return false, false
+	}
+	va, errA := strconv.ParseUint(ma.GetResourceVersion(), 10, 64)
+	vb, errB := strconv.ParseUint(mb.GetResourceVersion(), 10, 64)
+	if errA != nil || errB != nil {
+		return false, false
+	}
+	return va > vb, true
 }
