@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	shardingv1alpha1 "github.com/kubeshard/kubeshard/api/sharding/v1alpha1"
@@ -26,13 +25,14 @@ func TestBase(t *testing.T) {
 }
 
 // TestDefault checks deploy/default: the base with cert-manager's webhook
-// certificate and the Prometheus Operator's monitoring.
+// certificate, the Prometheus Operator's monitoring and peer snapshots.
 func TestDefault(t *testing.T) {
 	m := build(t, "deploy/default")
 	checkCommon(t, m)
 	t.Run("ports", func(t *testing.T) { checkPortsMatchArgs(t, m) })
 	t.Run("certificate", func(t *testing.T) { checkCertificate(t, m) })
 	t.Run("monitoring", func(t *testing.T) { checkMonitoring(t, m) })
+	t.Run("peers", func(t *testing.T) { checkPeers(t, m) })
 	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
 }
 
@@ -47,6 +47,7 @@ func TestShardSelector(t *testing.T) {
 	}
 	t.Run("ports", func(t *testing.T) { checkPortsMatchArgs(t, m) })
 	t.Run("certificate", func(t *testing.T) { checkCertificate(t, m) })
+	t.Run("peers", func(t *testing.T) { checkPeers(t, m) })
 	t.Run("dry-run", func(t *testing.T) { dryRun(t, m) })
 }
 
@@ -64,35 +65,16 @@ func TestLocal(t *testing.T) {
 // injected into the webhook configuration.
 func checkCertificate(t *testing.T, m manifest) {
 	sts, c := operator(t, m)
-	certs := m.all("Certificate")
-	if len(certs) != 1 {
-		t.Fatalf("%d Certificates, want 1", len(certs))
-	}
-	cert := certs[0]
-	secret, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
-	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
-	issuerKind, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "kind")
-	issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
-
-	if issuer := m.find(issuerKind, issuerName); issuerKind != "Issuer" || issuer == nil {
-		t.Errorf("the Certificate's issuer %s %q is not an Issuer of the build", issuerKind, issuerName)
-	} else if _, selfSigned, _ := unstructured.NestedMap(issuer.Object, "spec", "selfSigned"); !selfSigned {
-		t.Errorf("Issuer %s is not selfSigned", issuerName)
-	}
-
-	// The Secret is mounted where --webhook-cert-dir points.
 	certDir, _ := flagValue(c.Args, "webhook-cert-dir")
-	mounted := false
-	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if v.Secret == nil || v.Secret.SecretName != secret {
-			continue
-		}
-		mounted = slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool {
-			return vm.Name == v.Name && filepath.Clean(vm.MountPath) == filepath.Clean(certDir)
-		})
+	cert := certificateMountedAt(t, m, sts, c, certDir)
+	if cert == nil {
+		t.Fatalf("no Certificate's Secret is mounted at --webhook-cert-dir=%q", certDir)
 	}
-	if certDir == "" || !mounted {
-		t.Errorf("the Certificate's Secret %q is not mounted at --webhook-cert-dir=%q", secret, certDir)
+	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	if issuer := issuerOf(m, cert); issuer == nil {
+		t.Errorf("the Certificate %s's issuer is not an Issuer of the build", cert.GetName())
+	} else if _, selfSigned, _ := unstructured.NestedMap(issuer.Object, "spec", "selfSigned"); !selfSigned {
+		t.Errorf("Issuer %s is not selfSigned", issuer.GetName())
 	}
 
 	whc := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, m.all("MutatingWebhookConfiguration")[0])
