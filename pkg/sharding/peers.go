@@ -19,6 +19,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/client-go/rest"
@@ -122,9 +123,12 @@ func writeSnapshot(w io.Writer, snap *shardcache.Snapshot) error {
 	return err
 }
 
-// readSnapshot reads the wire format; items become unstructured objects of
-// gvk.
-func readSnapshot(r io.Reader, gvk schema.GroupVersionKind, slots int) (*shardcache.Snapshot, error) {
+// readSnapshot reads the wire format. Items become objects of gvk of the
+// scheme's type where it has one, which is the form a typed informer keeps,
+// and unstructured objects otherwise: decoded straight into the type, a
+// snapshot of 200,000 objects never holds them all as maps of maps, which
+// take several times the memory.
+func readSnapshot(r io.Reader, scheme *runtime.Scheme, gvk schema.GroupVersionKind, slots int) (*shardcache.Snapshot, error) {
 	dec := json.NewDecoder(r)
 	expect := func(want json.Delim) error {
 		tok, err := dec.Token()
@@ -169,14 +173,11 @@ func readSnapshot(r io.Reader, gvk schema.GroupVersionKind, slots int) (*shardca
 				if err := dec.Decode(&raw); err != nil {
 					return nil, fmt.Errorf("items: %w", err)
 				}
-				u := &unstructured.Unstructured{}
-				// Numbers as int64 where they are whole, as the API's own
-				// decoding of unstructured objects does.
-				if err := utiljson.Unmarshal(raw, &u.Object); err != nil {
+				obj, err := decodeItem(raw, scheme, gvk)
+				if err != nil {
 					return nil, fmt.Errorf("items: %w", err)
 				}
-				u.SetGroupVersionKind(gvk)
-				snap.Items = append(snap.Items, u)
+				snap.Items = append(snap.Items, obj)
 			}
 			if err := expect(']'); err != nil {
 				return nil, fmt.Errorf("items: %w", err)
@@ -191,6 +192,29 @@ func readSnapshot(r io.Reader, gvk schema.GroupVersionKind, slots int) (*shardca
 	return snap, nil
 }
 
+// decodeItem decodes one object of gvk, into the scheme's type for it if
+// there is one. Field names are matched case-sensitively and whole numbers
+// stay int64, as in the API's own decoding.
+func decodeItem(raw []byte, scheme *runtime.Scheme, gvk schema.GroupVersionKind) (runtime.Object, error) {
+	if scheme != nil && scheme.Recognizes(gvk) {
+		obj, err := scheme.New(gvk)
+		if err != nil {
+			return nil, err
+		}
+		if err := utiljson.Unmarshal(raw, obj); err != nil {
+			return nil, err
+		}
+		obj.GetObjectKind().SetGroupVersionKind(gvk)
+		return obj, nil
+	}
+	u := &unstructured.Unstructured{}
+	if err := utiljson.Unmarshal(raw, &u.Object); err != nil {
+		return nil, err
+	}
+	u.SetGroupVersionKind(gvk)
+	return u, nil
+}
+
 // peerSource is the sharded cache's SnapshotSource: it asks the members that
 // serve the slots now, found in the ShardRing's assignment, at the URL their
 // Leases publish (AnnotationSnapshotURL).
@@ -200,6 +224,9 @@ type peerSource struct {
 	slots   int
 	timeout time.Duration
 	http    *http.Client
+	// scheme types the objects received (readSnapshot); nil leaves them
+	// unstructured.
+	scheme *runtime.Scheme
 	// reader reads the ShardRing and the members' Leases; set once the
 	// manager exists.
 	reader atomic.Pointer[client.Reader]
@@ -298,7 +325,7 @@ func (p *peerSource) ask(ctx context.Context, reader client.Reader, member strin
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("%s: %s", resp.Status, msg)
 	}
-	return readSnapshot(resp.Body, gvk, p.slots)
+	return readSnapshot(resp.Body, p.scheme, gvk, p.slots)
 }
 
 // peers is what Options.PeerAddress sets up: the handler the metrics server
@@ -345,7 +372,7 @@ func setupPeers(cfg *rest.Config, mgrOpts *ctrl.Options, opts Options, key clien
 	}
 	p := &peers{
 		handler: &snapshotHandler{slots: slots},
-		source:  &peerSource{key: key, self: opts.Member, slots: slots, timeout: opts.PeerSnapshotTimeout, http: hc},
+		source:  &peerSource{key: key, self: opts.Member, slots: slots, timeout: opts.PeerSnapshotTimeout, http: hc, scheme: mgrOpts.Scheme},
 		url:     scheme + "://" + opts.PeerAddress + SnapshotPath,
 	}
 	if m.ExtraHandlers == nil {

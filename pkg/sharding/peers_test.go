@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,7 +103,7 @@ func newPeerRing(t *testing.T, caches map[string]*heldSlots, urls map[string]str
 		objs = append(objs, lease)
 	}
 	var reader client.Reader = fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
-	src := &peerSource{key: types.NamespacedName{Namespace: "ring", Name: "r"}, self: "m-2", slots: 8, timeout: 10 * time.Second, http: http.DefaultClient}
+	src := &peerSource{key: types.NamespacedName{Namespace: "ring", Name: "r"}, self: "m-2", slots: 8, timeout: 10 * time.Second, http: http.DefaultClient, scheme: scheme}
 	src.reader.Store(&reader)
 	return &peerRing{reader: reader, source: src}
 }
@@ -112,25 +113,102 @@ func TestASnapshotOfTwoMembersCrossesTheWireWhole(t *testing.T) {
 		"m-0": {items: map[int][]runtime.Object{1: {largeData("a", 1, 5), largeData("b", 1, 9)}}, versions: map[int]uint64{1: 9, 2: 9}},
 		"m-1": {items: map[int][]runtime.Object{5: {largeData("c", 5, 7)}}, versions: map[int]uint64{5: 12}},
 	}
-	pr := newPeerRing(t, caches, nil)
-	snap, err := pr.source.Snapshot(t.Context(), largeDataGVK, []int{1, 2, 5})
-	if err != nil {
-		t.Fatal(err)
+	// The objects arrive as the scheme's type, the form a typed informer
+	// keeps, or unstructured for a member whose scheme lacks the kind.
+	for _, typed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("typed=%v", typed), func(t *testing.T) {
+			pr := newPeerRing(t, caches, nil)
+			if !typed {
+				pr.source.scheme = nil
+			}
+			snap, err := pr.source.Snapshot(t.Context(), largeDataGVK, []int{1, 2, 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[int]uint64{1: 9, 2: 9, 5: 12}; fmt.Sprint(snap.Versions) != fmt.Sprint(want) {
+				t.Errorf("versions %v, want %v", snap.Versions, want)
+			}
+			got := map[string]string{}
+			for _, obj := range snap.Items {
+				var (
+					meta metav1.Object
+					seed int64
+				)
+				switch o := obj.(type) {
+				case *datav1alpha1.LargeData:
+					if !typed {
+						t.Errorf("%s arrived typed without the kind in the scheme", o.Name)
+					}
+					meta, seed = o, o.Spec.Seed
+				case *unstructured.Unstructured:
+					if typed {
+						t.Errorf("%s arrived unstructured, want the scheme's *LargeData", o.GetName())
+					}
+					meta = o
+					seed, _, _ = unstructured.NestedInt64(o.Object, "spec", "seed")
+				default:
+					t.Fatalf("an item arrived as %T", obj)
+				}
+				if gvk := obj.GetObjectKind().GroupVersionKind(); gvk != largeDataGVK || seed != 1<<60+1 {
+					t.Errorf("%s arrived as %s with seed %d, want a LargeData with seed %d", meta.GetName(), gvk, seed, int64(1<<60+1))
+				}
+				got[meta.GetName()] = meta.GetResourceVersion()
+			}
+			if fmt.Sprint(got) != fmt.Sprint(map[string]string{"a": "5", "b": "9", "c": "7"}) {
+				t.Errorf("items %v, want a@5, b@9, c@7", got)
+			}
+		})
 	}
-	if want := map[int]uint64{1: 9, 2: 9, 5: 12}; fmt.Sprint(snap.Versions) != fmt.Sprint(want) {
-		t.Errorf("versions %v, want %v", snap.Versions, want)
-	}
-	got := map[string]string{}
-	for _, obj := range snap.Items {
-		u := obj.(*unstructured.Unstructured)
-		seed, _, _ := unstructured.NestedInt64(u.Object, "spec", "seed")
-		if u.GroupVersionKind() != largeDataGVK || seed != 1<<60+1 {
-			t.Errorf("%s arrived as %s with seed %d, want a LargeData with seed %d", u.GetName(), u.GroupVersionKind(), seed, int64(1<<60+1))
+}
+
+// BenchmarkReadSnapshot decodes a snapshot of reconciled LargeData as a
+// newcomer does, into the scheme's type or unstructured, and reports the
+// heap the decoded objects keep (live-B/object).
+func BenchmarkReadSnapshot(b *testing.B) {
+	const n = 2000
+	now := metav1.Now()
+	snap := &shardcache.Snapshot{Versions: map[int]uint64{1: n}}
+	for i := range n {
+		ld := largeData(fmt.Sprintf("dataset-%05d", i), 1, i+1)
+		ld.UID = types.UID(fmt.Sprintf("0b6c2f4e-8d1a-4c8e-9f3b-%012d", i))
+		ld.Finalizers = []string{"data.kubeshard.dev/records"}
+		ld.Status = datav1alpha1.LargeDataStatus{
+			ObservedGeneration: 1, Phase: datav1alpha1.PhaseReady, TotalItems: 10, ProcessedCount: 10, CompletionRatio: "1",
+			LastProcessed: &now,
+			Conditions:    []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Processed", Message: "10 of 10 records processed", ObservedGeneration: 1, LastTransitionTime: now}},
 		}
-		got[u.GetName()] = u.GetResourceVersion()
+		snap.Items = append(snap.Items, ld)
 	}
-	if fmt.Sprint(got) != fmt.Sprint(map[string]string{"a": "5", "b": "9", "c": "7"}) {
-		t.Errorf("items %v, want a@5, b@9, c@7", got)
+	var wire strings.Builder
+	if err := writeSnapshot(&wire, snap); err != nil {
+		b.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	if err := datav1alpha1.AddToScheme(scheme); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name   string
+		scheme *runtime.Scheme
+	}{{"typed", scheme}, {"unstructured", nil}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var live uint64
+			for b.Loop() {
+				var before, after goruntime.MemStats
+				goruntime.GC()
+				goruntime.ReadMemStats(&before)
+				got, err := readSnapshot(strings.NewReader(wire.String()), bc.scheme, largeDataGVK, 8)
+				if err != nil || len(got.Items) != n {
+					b.Fatalf("readSnapshot: %d items, %v", len(got.Items), err)
+				}
+				goruntime.GC()
+				goruntime.ReadMemStats(&after)
+				live = after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)
+				goruntime.KeepAlive(got)
+			}
+			b.ReportMetric(float64(live)/n, "live-B/object")
+		})
 	}
 }
 
