@@ -48,6 +48,7 @@ type config struct {
 	webhookCertDir          string
 	storeKind, postgresURL  string
 	metricsAddr, probeAddr  string
+	pprofAddr               string
 	metricsSecure, http2    bool
 	metricsCertDir          string
 	concurrency, workers    int
@@ -106,6 +107,7 @@ Usage: largedata-operator [flags]
 	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "Serve the metrics over HTTPS to scrapers the API server authenticates (TokenReview) and authorizes for get on /metrics (SubjectAccessReview; the ClusterRole metrics-reader). With false, plain HTTP to anyone who reaches the port.")
 	fs.StringVar(&c.metricsCertDir, "metrics-cert-dir", "", "Folder with the metrics server's tls.crt and tls.key. Default: a self-signed certificate made at start.")
 	fs.BoolVar(&c.http2, "enable-http2", false, "Serve HTTP/2 on the metrics and webhook servers. Off by default: HTTP/2's rapid reset (CVE-2023-44487).")
+	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof endpoints, unauthenticated: bind it to loopback (127.0.0.1:0 picks a free port). \"0\" disables them.")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 4, "LargeData objects reconciled at once by this replica.")
 	fs.IntVar(&c.workers, "workers", 4, "Goroutines that transform the records of one batch.")
@@ -177,6 +179,7 @@ func run() error {
 		Scheme:                 scheme,
 		Metrics:                metricsOptions(cfg.metricsAddr, cfg.metricsSecure, cfg.metricsCertDir, cfg.http2),
 		HealthProbeBindAddress: cfg.probeAddr,
+		PprofBindAddress:       cfg.pprofAddr,
 		// Summary ConfigMaps are the only ConfigMaps the operator reads.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Label: largedataSummaries()},

@@ -32,9 +32,10 @@ func metricsOptions(addr string, secure bool, certDir string, http2 bool) metric
 	return opts
 }
 
-// webhookServer serves the slot-label webhook.
-func webhookServer(port int, certDir string, http2 bool) webhook.Server {
-	return webhook.NewServer(webhook.Options{Port: port, CertDir: certDir, TLSOpts: tlsOptions(http2)})
+// webhookServer serves the slot-label webhook on host:port ("" for every
+// interface).
+func webhookServer(host string, port int, certDir string, http2 bool) webhook.Server {
+	return webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir, TLSOpts: tlsOptions(http2)})
 }
 
 // tlsOptions turn HTTP/2 off unless http2: its stream handling let a client

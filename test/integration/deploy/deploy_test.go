@@ -96,6 +96,7 @@ func checkLocalContract(t *testing.T, m manifest) {
 	for flag, want := range map[string]string{
 		"metrics-bind-address":      "127.0.0.1:$(" + podrunner.EnvMetricsPort + ")",
 		"health-probe-bind-address": "127.0.0.1:$(" + podrunner.EnvHealthPort + ")",
+		"webhook-host":              "127.0.0.1",
 		"webhook-port":              "$(" + podrunner.EnvWebhookPort + ")",
 		"webhook-cert-dir":          "$(WEBHOOK_CERT_DIR)",
 		"webhook":                   "true",
