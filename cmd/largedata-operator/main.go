@@ -45,6 +45,7 @@ type config struct {
 	sharded, leaderElect    bool
 	webhook                 bool
 	webhookPort             int
+	webhookHost             string
 	webhookCertDir          string
 	storeKind, postgresURL  string
 	metricsAddr, probeAddr  string
@@ -100,6 +101,7 @@ Usage: largedata-operator [flags]
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", serving.DefaultWarmupTimeout, "How long a replica giving slots away in a rebalance keeps serving them while the replica that gains them lists their objects; it lets go as soon as that replica's Lease says they are cached. The slots are never left waiting for a list. Negative: let go at once (the gaining replica lists after it has the slots).")
 	fs.DurationVar(&c.gainWindow, "gain-window", serving.DefaultGainWindow, "How long a replica that gains slots in a rebalance waits for the rest of them before its cache lists what it gained, so that it lists once: with the API server's watch cache off for LargeData each list scans all of them in etcd. The slots are served meanwhile. Negative: list each batch at once.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
+	fs.StringVar(&c.webhookHost, "webhook-host", "", "Address the webhook server listens on. Default: every interface, as a pod behind a Service needs; 127.0.0.1 where the API server calls it on loopback.")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "Folder with the webhook's tls.crt and tls.key. Default: controller-runtime's default folder.")
 	fs.StringVar(&c.storeKind, "store", "memory", "Where the records live: memory (per process; for demos and load tests) or postgres.")
 	fs.StringVar(&c.postgresURL, "postgres-url", os.Getenv("POSTGRES_URL"), "PostgreSQL connection URL for --store=postgres, e.g. postgres://user@host:5432/db?pool_max_conns=8. Default: $POSTGRES_URL.")
@@ -184,7 +186,7 @@ func run() error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Label: largedataSummaries()},
 		}},
-		WebhookServer: webhookServer(cfg.webhookPort, cfg.webhookCertDir, cfg.http2),
+		WebhookServer: webhookServer(cfg.webhookHost, cfg.webhookPort, cfg.webhookCertDir, cfg.http2),
 	}
 	var ring *sharding.Ring
 	if cfg.sharded {
