@@ -62,6 +62,7 @@ type config struct {
 	peerTokenFile           string
 	gainWindow              time.Duration
 	warmupTimeout           time.Duration
+	handoverRate            float64
 	labelerSweep            time.Duration
 	redisAddr               string
 	streamPoll, streamStat  time.Duration
@@ -99,6 +100,7 @@ Usage: largedata-operator [flags]
 	fs.StringVar(&c.peerCAFile, "peer-ca-file", "", "PEM bundle of the CA certificates that verify the other replicas' metrics servers (see --metrics-cert-dir), for --peer-address over HTTPS.")
 	fs.StringVar(&c.peerTokenFile, "peer-token-file", "", "File with the bearer token this replica shows the others for --peer-address. Default: the token of its API credentials (in a pod, its ServiceAccount's).")
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", serving.DefaultWarmupTimeout, "How long a replica giving slots away in a rebalance keeps serving them while the replica that gains them lists their objects; it lets go as soon as that replica's Lease says they are cached. The slots are never left waiting for a list. Negative: let go at once (the gaining replica lists after it has the slots).")
+	fs.Float64Var(&c.handoverRate, "handover-rate", 1000, "Objects per second that a replica taking over slots in a rebalance hands to its reconciler, to verify what the old owner had just reconciled; their changes are reconciled at once regardless. Bounds the burst of reconciles (and of reads of the store) after a scale. 0: no limit.")
 	fs.DurationVar(&c.gainWindow, "gain-window", serving.DefaultGainWindow, "How long a replica that gains slots in a rebalance waits for the rest of them before its cache lists what it gained, so that it lists once: with the API server's watch cache off for LargeData each list scans all of them in etcd. The slots are served meanwhile. Negative: list each batch at once.")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	fs.StringVar(&c.webhookHost, "webhook-host", "", "Address the webhook server listens on. Default: every interface, as a pod behind a Service needs; 127.0.0.1 where the API server calls it on loopback.")
@@ -196,7 +198,7 @@ func run() error {
 			Ring: cfg.ring, Namespace: cfg.namespace, Member: cfg.member, Webhook: cfg.webhook,
 			CacheCompactAfter: cfg.cacheCompactAfter, CacheRelistOnCompaction: cfg.cacheCompactRelist,
 			LabelerSweepInterval: cfg.labelerSweep, GainWindow: cfg.gainWindow,
-			WarmupTimeout: cfg.warmupTimeout, PeerAddress: cfg.peerAddress, PeerCAFile: cfg.peerCAFile,
+			WarmupTimeout: cfg.warmupTimeout, HandoverRate: cfg.handoverRate, PeerAddress: cfg.peerAddress, PeerCAFile: cfg.peerCAFile,
 			PeerTokenFile: cfg.peerTokenFile,
 			// The webhook already patches every created LargeData (its slot
 			// label); the finalizer rides along instead of costing each

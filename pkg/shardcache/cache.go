@@ -59,6 +59,8 @@ type Cache struct {
 	nextGroup int
 
 	selector selectorState // what the API server does with shardSelector
+
+	pacer *pacer // delivers adopted objects at Options.HandoverRate; nil without one
 }
 
 // NewCacheFunc returns a cache.NewCacheFunc for ctrl.Options.NewCache.
@@ -91,6 +93,9 @@ func New(cfg *rest.Config, base cache.Options, opts Options) (*Cache, error) {
 		started:  make(chan struct{}),
 		owner:    make([]*group, opts.Slots),
 		kinds:    map[kindKey]*kind{},
+	}
+	if opts.HandoverRate > 0 {
+		c.pacer = newPacer(c, opts.HandoverRate)
 	}
 	for _, obj := range opts.ShardedObjects {
 		gvk, err := apiutil.GVKForObject(obj, base.Scheme)
@@ -259,6 +264,9 @@ func (c *Cache) Start(ctx context.Context) error {
 		c.startLocked(g)
 	}
 	close(c.started)
+	if c.pacer != nil {
+		c.wg.Go(func() { c.pacer.run(ctx) })
+	}
 	c.mu.Unlock()
 
 	err := c.unsharded.Start(ctx)

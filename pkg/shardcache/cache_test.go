@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"testing"
@@ -31,6 +32,12 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 	}
 	if err := (Options{}).withDefaults().validate(); err == nil {
 		t.Error("Options without ShardedObjects passed validation")
+	}
+	for _, rate := range []float64{-1, math.NaN(), math.Inf(1)} {
+		bad := Options{ShardedObjects: []client.Object{&testkind.Widget{}}, HandoverRate: rate}
+		if err := bad.withDefaults().validate(); err == nil {
+			t.Errorf("HandoverRate %v passed validation", rate)
+		}
 	}
 	byUID := Options{ShardSelectorObjects: []client.Object{&testkind.Widget{}}}
 	if err := byUID.withDefaults().validate(); err != nil {

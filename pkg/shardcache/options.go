@@ -2,6 +2,8 @@ package shardcache
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"time"
 
 	toolscache "k8s.io/client-go/tools/cache"
@@ -67,7 +69,15 @@ type Options struct {
 	// namespaces only.
 	Snapshots SnapshotSource
 
-	// Clock times compaction. Default: the real clock.
+	// HandoverRate, when positive, is how many objects per second of the
+	// slots this member adopts from Warm (a handover from a member that
+	// served them until now) are delivered to the handlers as Adds; the
+	// rest wait in a queue (Cache.HandoverPending). Their changes are
+	// delivered at once all the same, and so are the objects of slots
+	// gained without warming. 0 delivers them all at once. See handover.go.
+	HandoverRate float64
+
+	// Clock times compaction and HandoverRate. Default: the real clock.
 	Clock clock.Clock
 }
 
@@ -92,6 +102,8 @@ func (o Options) validate() error {
 		return errors.New("shardcache: Options.Slots must be at least 1")
 	case o.CompactAfter < 0:
 		return errors.New("shardcache: Options.CompactAfter must not be negative")
+	case o.HandoverRate < 0 || math.IsNaN(o.HandoverRate) || math.IsInf(o.HandoverRate, 0):
+		return fmt.Errorf("shardcache: Options.HandoverRate is %v; want a number of objects per second, or 0 for no limit", o.HandoverRate)
 	}
 	return nil
 }

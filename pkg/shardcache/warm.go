@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	toolscache "k8s.io/client-go/tools/cache"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -132,14 +131,7 @@ func (c *Cache) adopt(ctx context.Context, warm map[*group][]int) error {
 		if len(adopted) > 0 {
 			logf.FromContext(ctx).V(1).Info("Serving warm slots", "slots", formatSlots(adopted), "group", g.id)
 		}
-		for _, d := range deliveries {
-			for _, obj := range d.objects {
-				// The slots' initial list, as a cold group's would be: a
-				// controller's priority queue puts these behind the changes
-				// that arrive meanwhile, which are what users wait for.
-				d.handler.OnAdd(obj, true)
-			}
-		}
+		c.deliverAdopted(g, deliveries)
 	}
 	if len(cold) > 0 {
 		errs = append(errs, c.AddSlots(ctx, cold))
@@ -149,7 +141,7 @@ func (c *Cache) adopt(ctx context.Context, warm map[*group][]int) error {
 
 // delivery is the objects of adopted slots that one handler is to receive.
 type delivery struct {
-	handler toolscache.ResourceEventHandler
+	r       *registration
 	objects []any
 }
 
@@ -182,7 +174,7 @@ func (c *Cache) adoptedLocked(g *group, adopted []int) []delivery {
 		}
 		for _, r := range k.handlers {
 			if r.regs[g] != nil {
-				out = append(out, delivery{handler: r.handler, objects: objects})
+				out = append(out, delivery{r: r, objects: objects})
 			}
 		}
 	}

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeshard/kubeshard/internal/testenv"
@@ -173,4 +175,95 @@ func TestAWarmGroupPartlyAdoptedKeepsServingWhatItAdopted(t *testing.T) {
 	if g := tc.Groups(); len(g) != 1 || !slices.Equal(g[0].Served, []int{2}) {
 		t.Errorf("groups = %+v, want one serving slot 2", g)
 	}
+}
+
+// With a HandoverRate, the objects of adopted slots reach the handlers at
+// that rate, while their changes arrive at once; objects of a slot lost
+// before their turn are never delivered.
+func TestAHandoverRateDeliversAdoptedObjectsAtThatRate(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Now())
+	tc := newTestCache(t, Options{Clock: clk, HandoverRate: 10})
+	tc.widgets(0, 1)
+	objs2, objs3 := tc.widgets(2, 15), tc.widgets(3, 15)
+	tc.start(t)
+	ctx := t.Context()
+	rec := tc.record(t)
+	if err := tc.AddSlots(ctx, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, "slot 0's list arrives at once", func() (bool, string) { a, _, _ := rec.counts(); return a == 2, rec.String() })
+	if err := tc.Warm(ctx, []int{2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, "slots 2 and 3 are warm", func() (bool, string) {
+		return len(tc.Warmed([]int{2, 3})) == 2, fmt.Sprintf("warmed %v", tc.Warmed([]int{2, 3}))
+	})
+	if err := tc.AddSlots(ctx, []int{2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _, _ := rec.counts(); a != 2 || tc.HandoverPending() != 60 {
+		t.Errorf("on adoption: %s, %d pending; want no adds yet and all 60 objects pending", rec.String(), tc.HandoverPending())
+	}
+	// Served at once: reads see them, and a change is delivered now.
+	var got testkind.Widget
+	if err := tc.Get(ctx, client.ObjectKeyFromObject(objs2[0]), &got); err != nil {
+		t.Errorf("Get of an adopted object waiting for its Add: %v", err)
+	}
+	tc.modify(objs2[0])
+	testenv.Eventually(t, wait, "the change of an adopted object arrives unpaced", func() (bool, string) { _, u, _ := rec.counts(); return u == 1, rec.String() })
+
+	// One second: ten objects, one per tick.
+	for i := range 10 {
+		step(t, clk, handoverTick)
+		testenv.Eventually(t, wait, "one tick's share arrives", func() (bool, string) {
+			a, _, _ := rec.counts()
+			return a == 2+i+1, fmt.Sprintf("%s after %d ticks", rec.String(), i+1)
+		})
+	}
+	if n := tc.HandoverPending(); n != 50 {
+		t.Errorf("after a second at 10/s, %d pending, want 50", n)
+	}
+
+	// Slot 3 moves on before its turn: what is left of it is never
+	// delivered, the rest of slot 2 is.
+	tc.RemoveSlots([]int{3})
+	seen3 := delivered(rec, objs3)
+	for tc.HandoverPending() > 0 {
+		step(t, clk, time.Second)
+		time.Sleep(10 * time.Millisecond) // let the pacer take its share
+	}
+	testenv.Eventually(t, wait, "slot 2's objects all arrive", func() (bool, string) {
+		n := delivered(rec, objs2)
+		return n == len(objs2), fmt.Sprintf("%d of slot 2's %d delivered", n, len(objs2))
+	})
+	if n := delivered(rec, objs3); n != seen3 {
+		t.Errorf("%d of slot 3's objects were delivered after it was lost (%d before, %d now)", n-seen3, seen3, n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for k, n := range rec.adds {
+		if n != 1 {
+			t.Errorf("%s was added %d times, want once", k, n)
+		}
+	}
+}
+
+// step waits until something waits on clk, then moves it on by d.
+func step(t *testing.T, clk *testingclock.FakeClock, d time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, wait, "a timer is set", func() (bool, string) { return clk.HasWaiters(), "no waiter" })
+	clk.Step(d)
+}
+
+// delivered counts the objects of objs that rec has seen added.
+func delivered(rec *recorder, objs []*testkind.Widget) int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	n := 0
+	for _, o := range objs {
+		if rec.adds[keyOf(o)] > 0 {
+			n++
+		}
+	}
+	return n
 }

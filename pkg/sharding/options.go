@@ -67,6 +67,17 @@ type Options struct {
 	// way back should that ever misbehave.
 	CacheRelistOnCompaction bool
 
+	// HandoverRate bounds how fast a member that takes over slots in a
+	// handover (from a member that served them until then, with the cache
+	// warmed beforehand) delivers their objects to its controllers, in
+	// objects per second (shardcache.Options.HandoverRate); their changes
+	// are delivered at once. Each delivered object is reconciled once more,
+	// which the old owner had just done: unbounded, a newcomer that takes
+	// over 200,000 objects runs as many reconciles within half a minute, on
+	// its own CPU and on what the reconciles read. 0: no limit. The metric
+	// kubeshard_member_handover_pending_objects shows what waits.
+	HandoverRate float64
+
 	// PeerAddress turns peer snapshots on: it is the host:port where the
 	// other members reach this member's metrics server, such as
 	// $(POD_IP):8443. The member then serves the objects its cache holds at

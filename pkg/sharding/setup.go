@@ -67,6 +67,7 @@ func Setup(ctx context.Context, cfg *rest.Config, mgrOpts *ctrl.Options, opts Op
 	}
 	cacheOpts.CompactAfter = opts.CacheCompactAfter
 	cacheOpts.RelistOnCompaction = opts.CacheRelistOnCompaction
+	cacheOpts.HandoverRate = opts.HandoverRate
 
 	peers, err := setupPeers(cfg, mgrOpts, opts, key, cacheOpts.Slots)
 	if err != nil {
