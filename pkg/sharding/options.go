@@ -2,6 +2,8 @@ package sharding
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -159,6 +161,8 @@ func (o Options) validate() error {
 		return errors.New("sharding: Options.Namespace is required (set it from POD_NAMESPACE)")
 	case o.Member == "":
 		return errors.New("sharding: Options.Member is required (set it from POD_NAME)")
+	case o.HandoverRate < 0 || math.IsNaN(o.HandoverRate) || math.IsInf(o.HandoverRate, 0):
+		return fmt.Errorf("sharding: Options.HandoverRate is %v; want a number of objects per second, or 0 for no limit", o.HandoverRate)
 	}
 	return nil
 }

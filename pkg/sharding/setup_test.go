@@ -54,6 +54,7 @@ func TestSetupRefusesOptionsThatUndoSharding(t *testing.T) {
 	}{
 		{"no ring", sharding.Options{Namespace: "ns", Member: "m-0"}, "Options.Ring is required"},
 		{"no member", sharding.Options{Ring: "r", Namespace: "ns"}, "POD_NAME"},
+		{"a negative handover rate", sharding.Options{Ring: "r", Namespace: "ns", Member: "m-0", HandoverRate: -1}, "Options.HandoverRate is -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := ctrl.Options{Scheme: testkind.NewScheme()}
